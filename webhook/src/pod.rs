@@ -1,0 +1,183 @@
+//! The part of a Pod the mutation reads, and nothing more.
+//!
+//! Decoding a whole `k8s_openapi` Pod is most of a webhook's cost (about 0.9 ms for a 100 KB review, against
+//! 0.2 ms for these fields; see DESIGN.md's performance notes), so the server decodes this view straight from
+//! the request bytes. `From<&Pod>` gives the same view from the typed object; a property test keeps the two
+//! paths equal.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, Volume, VolumeMount};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodFacts {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: PodMetaFacts,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub spec: PodSpecFacts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetaFacts {
+    pub name: Option<String>,
+    pub generate_name: Option<String>,
+    pub namespace: Option<String>,
+    /// `None` when the object has no annotations map at all: the patch must then create it.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecFacts {
+    pub runtime_class_name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub volumes: Vec<VolumeFacts>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub init_containers: Vec<ContainerFacts>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub containers: Vec<ContainerFacts>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ephemeral_containers: Vec<ContainerFacts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFacts {
+    pub name: String,
+    /// Present for an emptyDir volume; every other volume source is never hinted.
+    pub empty_dir: Option<EmptyDirFacts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirFacts {
+    pub medium: Option<String>,
+    #[serde(default, deserialize_with = "quantity_text")]
+    pub size_limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerFacts {
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub volume_mounts: Vec<MountFacts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountFacts {
+    pub name: String,
+    pub sub_path: Option<String>,
+    pub sub_path_expr: Option<String>,
+}
+
+impl MountFacts {
+    /// Kubernetes treats an empty subPath as none.
+    pub fn uses_sub_path(&self) -> bool {
+        self.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            || self.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+    }
+}
+
+impl PodFacts {
+    /// Every container of the pod, in the order Kubernetes starts them: init (including restartable sidecars),
+    /// regular, ephemeral.
+    pub fn all_containers(&self) -> impl Iterator<Item = &ContainerFacts> {
+        let s = &self.spec;
+        s.init_containers.iter().chain(&s.containers).chain(&s.ephemeral_containers)
+    }
+
+    /// `namespace/name` (or `generateName*`) for messages.
+    pub fn display_name(&self) -> String {
+        let m = &self.metadata;
+        let name = match (&m.name, &m.generate_name) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(g)) if !g.is_empty() => format!("{g}*"),
+            _ => "<unnamed>".to_owned(),
+        };
+        match &m.namespace {
+            Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+            _ => name,
+        }
+    }
+}
+
+impl From<&Pod> for PodFacts {
+    fn from(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        let containers = |list: Option<&Vec<Container>>| {
+            list.into_iter().flatten().map(|c| ContainerFacts::new(&c.name, c.volume_mounts.as_deref())).collect()
+        };
+        let ephemeral = |list: Option<&Vec<EphemeralContainer>>| {
+            list.into_iter().flatten().map(|c| ContainerFacts::new(&c.name, c.volume_mounts.as_deref())).collect()
+        };
+        PodFacts {
+            metadata: PodMetaFacts {
+                name: pod.metadata.name.clone(),
+                generate_name: pod.metadata.generate_name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                annotations: pod.metadata.annotations.clone(),
+            },
+            spec: PodSpecFacts {
+                runtime_class_name: spec.and_then(|s| s.runtime_class_name.clone()),
+                volumes: spec.into_iter().flat_map(|s| &s.volumes).flatten().map(VolumeFacts::from).collect(),
+                init_containers: containers(spec.and_then(|s| s.init_containers.as_ref())),
+                containers: containers(spec.map(|s| &s.containers)),
+                ephemeral_containers: ephemeral(spec.and_then(|s| s.ephemeral_containers.as_ref())),
+            },
+        }
+    }
+}
+
+impl ContainerFacts {
+    fn new(name: &str, mounts: Option<&[VolumeMount]>) -> Self {
+        ContainerFacts {
+            name: name.to_owned(),
+            volume_mounts: mounts
+                .unwrap_or_default()
+                .iter()
+                .map(|m| MountFacts {
+                    name: m.name.clone(),
+                    sub_path: m.sub_path.clone(),
+                    sub_path_expr: m.sub_path_expr.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&Volume> for VolumeFacts {
+    fn from(v: &Volume) -> Self {
+        VolumeFacts {
+            name: v.name.clone(),
+            empty_dir: v.empty_dir.as_ref().map(|e| EmptyDirFacts {
+                medium: e.medium.clone(),
+                size_limit: e.size_limit.as_ref().map(|q| q.0.clone()),
+            }),
+        }
+    }
+}
+
+fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A Quantity is a string on the wire, but a YAML manifest may carry a bare number (`sizeLimit: 1000`).
+fn quantity_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::Str(s) => s,
+        Text::Int(i) => i.to_string(),
+        Text::Float(f) => f.to_string(),
+    }))
+}
