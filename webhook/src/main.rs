@@ -116,6 +116,9 @@ fn preview(args: &PreviewArgs) -> Result<(), Error> {
         for note in &document.notes {
             eprintln!("note: {note}");
         }
+        for audit in &document.audit {
+            eprintln!("audit: {audit}");
+        }
         if !matches!(args.output, Output::Warnings) {
             for warning in &document.warnings {
                 eprintln!("warning: {warning}");

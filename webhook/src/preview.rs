@@ -27,6 +27,8 @@ pub struct PreviewedDocument {
     pub warnings: Vec<String>,
     /// Why a document was left alone (not a workload, not a gVisor pod).
     pub notes: Vec<String>,
+    /// `Kind/name: key=value` for the audit annotations the server would attach.
+    pub audit: Vec<String>,
 }
 
 /// Where the pod template sits in each kind we mutate.
@@ -74,6 +76,7 @@ pub fn preview_documents(
                 patch: Value::Array(Vec::new()),
                 warnings: Vec::new(),
                 notes: Vec::new(),
+                audit: Vec::new(),
             };
             let ctx = Context { origin, document: i + 1, settings, scope };
             ctx.preview_object(&mut previewed, PointerBuf::new())?;
@@ -131,6 +134,7 @@ impl Context<'_> {
             return Ok(());
         }
         out.warnings.extend(mutation.warnings.iter().map(|w| format!("{label}: {w}")));
+        out.audit.extend(mutation.audit.iter().map(|(k, v)| format!("{label}: {k}={v}")));
         if mutation.patch.0.is_empty() {
             return Ok(());
         }

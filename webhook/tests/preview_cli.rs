@@ -1,0 +1,194 @@
+//! The `preview` command as a user runs it, on the example manifests shipped in `webhook/examples/`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+}
+
+fn preview(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mount-hints-webhook"))
+        .arg("preview")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Mutated pod annotations from the YAML output, decoded as the real Pod type.
+fn mutated_pod(file: &str) -> (BTreeMap<String, String>, String) {
+    let out = preview(&[example(file).to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pod: Pod = serde_yaml_ng::from_slice(&out.stdout).expect("output is a valid Pod");
+    (pod.metadata.annotations.unwrap_or_default(), text(&out.stderr))
+}
+
+fn hints(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    annotations
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("dev.gvisor.spec.mount.").map(|k| (k.to_owned(), v.clone())))
+        .collect()
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn every_example_gets_the_documented_hints_and_warnings() {
+    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+        ("shared-memory.yaml", &[("cache.share", "pod"), ("cache.type", "tmpfs")], &[]),
+        ("disk-scratch.yaml", &[("scratch.share", "container"), ("scratch.type", "bind")], &[]),
+        ("subpath.yaml", &[], &["volume \"work\" not hinted: container \"main\" mounts it with subPath"]),
+        (
+            "long-name.yaml",
+            &[("short.share", "container"), ("short.type", "bind")],
+            &["volume \"a-volume-name-that-is-forty-characters-x\" not hinted: the name is longer than 35"],
+        ),
+        ("hugepages.yaml", &[], &["volume \"huge\" not hinted: medium HugePages-2Mi"]),
+        ("configmap.yaml", &[("tmp.share", "container"), ("tmp.type", "bind")], &[]),
+        (
+            "hostile-annotations.yaml",
+            &[("cache.share", "container"), ("cache.type", "bind"), ("data.share", "container"), ("data.type", "tmpfs")],
+            &[
+                "\"dev.gvisor.spec.mount.data.source\" removed: the source of a hint is set by the node",
+                "\"dev.gvisor.spec.mount.data.share\" removed: invalid share `POD`",
+                "\"dev.gvisor.spec.mount.a.b.type\" removed",
+                "\"dev.gvisor.spec.mount.data.mode\" removed",
+                "\"dev.gvisor.spec.mount.ghost.type\" removed: the pod has no volume named \"ghost\"",
+                "\"dev.gvisor.spec.mount.ghost.share\" removed: the pod has no volume named \"ghost\"",
+                "\"dev.gvisor.spec.mount.cache.options\" removed: valued option `size=1g`",
+                "\"dev.gvisor.internal.sandbox-config\" removed: it matches the deny list",
+            ],
+        ),
+    ];
+    for (file, want_hints, want_warnings) in cases {
+        let (annotations, stderr) = mutated_pod(file);
+        assert_eq!(hints(&annotations), map(want_hints), "{file}");
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+        assert_eq!(warnings.len(), want_warnings.len(), "{file}: {stderr}");
+        for want in *want_warnings {
+            assert!(warnings.iter().any(|w| w.contains(want)), "{file}: missing {want:?} in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn hostile_pod_keeps_only_safe_annotations() {
+    let (annotations, stderr) = mutated_pod("hostile-annotations.yaml");
+    assert_eq!(annotations["example.com/team"], "storage");
+    assert_eq!(annotations["dev.gvisor.empty-dir.cache.force-shared"], "true");
+    assert!(!annotations.keys().any(|k| k.ends_with(".source") || k.starts_with("dev.gvisor.internal.")));
+    assert!(stderr.contains("audit: Pod/hostile: force-shared=cache"), "{stderr}");
+}
+
+#[test]
+fn workloads_get_their_pod_templates_mutated_and_other_objects_pass_through() {
+    let out = preview(&[example("workloads.yaml").to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let docs: Vec<&str> = stdout.split("\n---\n").collect();
+    assert_eq!(docs.len(), 3, "{stdout}");
+    let deployment: Deployment = serde_yaml_ng::from_str(docs[0]).unwrap();
+    let template = deployment.spec.unwrap().template.metadata.unwrap();
+    assert_eq!(hints(&template.annotations.unwrap()), map(&[("shm-cache.share", "pod"), ("shm-cache.type", "tmpfs")]));
+    assert_eq!(template.labels.unwrap()["app"], "web", "existing template metadata is kept");
+    let cronjob: CronJob = serde_yaml_ng::from_str(docs[1]).unwrap();
+    let job_template = cronjob.spec.unwrap().job_template.spec.unwrap().template;
+    assert_eq!(
+        hints(&job_template.metadata.unwrap().annotations.unwrap()),
+        map(&[("work.share", "container"), ("work.type", "bind")])
+    );
+    assert!(docs[2].contains("kind: Service") && !docs[2].contains("dev.gvisor"));
+    assert!(text(&out.stderr).contains("note: Service/web: not a Pod or a workload"));
+}
+
+#[test]
+fn patch_output_applies_to_the_input() {
+    for file in ["hostile-annotations.yaml", "workloads.yaml"] {
+        let input = std::fs::read_to_string(example(file)).unwrap();
+        let out = preview(&["-o", "patch", "-"], Some(&input));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let patches: Vec<Value> =
+            serde_json::Deserializer::from_slice(&out.stdout).into_iter().collect::<Result<_, _>>().unwrap();
+        let inputs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&input)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let yaml = preview(&["-o", "json", "-"], Some(&input));
+        let outputs: Vec<Value> =
+            serde_json::Deserializer::from_slice(&yaml.stdout).into_iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(patches.len(), inputs.len());
+        for ((mut doc, patch), want) in inputs.into_iter().zip(patches).zip(outputs) {
+            let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+            json_patch::patch(&mut doc, &patch.0).unwrap();
+            assert_eq!(doc, want, "{file}");
+        }
+    }
+}
+
+#[test]
+fn pods_outside_gvisor_are_unchanged_unless_assumed() {
+    let input = std::fs::read_to_string(example("disk-scratch.yaml")).unwrap().replace("runtimeClassName: gvisor", "runtimeClassName: runc");
+    let out = preview(&["-o", "patch"], Some(&input));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+    assert!(text(&out.stderr).contains("\"runc\" is not a gVisor runtime class"));
+    let out = preview(&["-o", "patch", "--assume-gvisor"], Some(&input));
+    assert!(text(&out.stdout).contains("dev.gvisor.spec.mount.scratch.type"));
+    let out = preview(&["-o", "patch", "--runtime-class", "runc"], Some(&input));
+    assert!(text(&out.stdout).contains("dev.gvisor.spec.mount.scratch.type"));
+}
+
+#[test]
+fn warnings_output_and_settings_file() {
+    let out = preview(&["-o", "warnings", example("subpath.yaml").to_str().unwrap()], None);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).starts_with("Pod/subpath: volume \"work\" not hinted"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("settings.yaml");
+    std::fs::write(&config, "sharePolicy: always-pod\nmemorySizeOption: true\n").unwrap();
+    let out = preview(&["-o", "json", "--config", config.to_str().unwrap(), example("shared-memory.yaml").to_str().unwrap()], None);
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["dev.gvisor.spec.mount.cache.options"], "size=268435456");
+
+    std::fs::write(&config, "sharepolicy: pod\n").unwrap();
+    let out = preview(&["--config", config.to_str().unwrap(), "-"], Some(""));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("settings.yaml:1:1: unknown field `sharepolicy`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_input_exits_2_with_the_location() {
+    let cases = [
+        ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n spec: [\n", "<stdin>:5:2:"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 3\n", "document 1 (Pod/x): spec.containers: invalid type"),
+        ("{\"kind\": \"Pod\",\n x}", "<stdin>:2:2:"),
+        ("metadata: {name: x}\n", "the object has no `kind`"),
+        ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n", "Deployment/d"),
+    ];
+    for (input, want) in cases {
+        let out = preview(&[], Some(input));
+        assert_eq!(out.status.code(), Some(2), "{input}");
+        assert!(out.stdout.is_empty(), "nothing half-printed for {input:?}");
+        assert!(text(&out.stderr).contains(want), "{input:?}: {}", text(&out.stderr));
+    }
+    let out = preview(&["/nonexistent/pod.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read /nonexistent/pod.yaml"));
+}
