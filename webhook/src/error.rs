@@ -9,8 +9,16 @@ pub enum Error {
     Syntax { origin: String, location: String, message: String },
     #[error("{origin}: document {document}{name}: {message}")]
     Manifest { origin: String, document: usize, name: String, message: String },
-    #[error("cannot write output: {0}")]
-    Write(#[from] std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+    #[error("{0}")]
+    Certs(String),
 }
 
 impl Error {
@@ -24,6 +32,6 @@ impl Error {
     }
 
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Write(_))
+        matches!(self, Error::Read { .. } | Error::Syntax { .. } | Error::Manifest { .. })
     }
 }

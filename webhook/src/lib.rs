@@ -4,9 +4,11 @@
 //! manifests offline. The binary (`main.rs`) is a thin shell over these.
 
 mod error;
+pub mod certs;
 pub mod mutation;
 pub mod pod;
 pub mod preview;
+pub mod serve;
 pub mod settings;
 
 pub use error::Error;

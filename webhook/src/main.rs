@@ -1,9 +1,13 @@
 use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mount_hints_webhook::certs::{self, CertRequest};
 use mount_hints_webhook::preview::{parse_documents, preview_documents, PreviewedDocument};
+use mount_hints_webhook::serve::{self, CertFiles, ClusterAccess, Limits, ServeConfig, TlsSource};
 use mount_hints_webhook::{Error, GvisorScope, MutationSettings, SharePolicy};
 
 /// Mutating admission webhook that adds gVisor mount hints to Pods that run under gVisor.
@@ -16,8 +20,99 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the admission webhook (with no certificate flags: a self-signed certificate for localhost).
+    Serve(ServeArgs),
     /// Print what the webhook would do to Pods or workload manifests (YAML or JSON; `-` for stdin).
     Preview(PreviewArgs),
+    /// Write a CA, a serving certificate for <service>.<namespace>.svc and the base64 caBundle.
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Plain-HTTP port for /livez, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_listen: SocketAddr,
+    /// PEM certificate (chain); reloaded when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key; reloaded when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also offer HTTP/2 (ALPN h2). Off by default: the API server calls webhooks over HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 7 * 1024 * 1024)]
+    body_limit: usize,
+    /// Time allowed for a client to send its request headers (and the TLS handshake).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time allowed to receive a body and answer it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Reviews answered at once; more wait.
+    #[arg(long, default_value_t = 256)]
+    max_concurrent: usize,
+    /// On SIGTERM: how long to keep serving while reporting not ready, before refusing new connections.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_delay: Duration,
+    /// On SIGTERM: how long in-flight requests may take to finish after that.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    drain_grace: Duration,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    cert_poll_interval: Duration,
+    /// Deny a review that cannot be decoded or whose mutation failed (default: allow it untouched).
+    #[arg(long)]
+    deny_on_error: bool,
+    /// Kubeconfig for the RuntimeClass watch (default: in-cluster, then KUBECONFIG / ~/.kube/config).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// Do not watch RuntimeClasses; use the configured runtime class names only.
+    #[arg(long)]
+    no_cluster: bool,
+    /// A RuntimeClass handler that means gVisor (repeatable; replaces the configured list).
+    #[arg(long = "runtime-handler", value_name = "HANDLER")]
+    runtime_handlers: Vec<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    #[arg(long, default_value = "mount-hints")]
+    service: String,
+    #[arg(long, default_value = "mount-hints")]
+    namespace: String,
+    /// Output directory; an existing ca.crt/ca.key there is reused.
+    #[arg(long, default_value = "certs/out")]
+    out: PathBuf,
+    /// Extra DNS name for the serving certificate (repeatable).
+    #[arg(long = "dns")]
+    dns: Vec<String>,
+    /// IP address for the serving certificate (repeatable), e.g. 127.0.0.1 for a webhook called by URL.
+    #[arg(long = "ip")]
+    ips: Vec<IpAddr>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// Validity of a new CA, in days.
+    #[arg(long, default_value_t = 3650)]
+    ca_days: u32,
+    /// Make a new CA even when one exists (the caBundle changes).
+    #[arg(long)]
+    new_ca: bool,
 }
 
 /// Mutation settings shared by every command; flags override the file.
@@ -84,6 +179,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Preview(args) => preview(&args),
+        Command::Serve(args) => serve_command(args),
+        Command::Certs(args) => certs_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,6 +189,106 @@ fn main() -> ExitCode {
             ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
         }
     }
+}
+
+/// `500ms`, `5s`, `2m`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), Error> {
+    init_logging(args.log_format);
+    let mut settings = args.settings.load()?;
+    if !args.runtime_handlers.is_empty() {
+        settings.runtime_handlers = args.runtime_handlers.iter().cloned().collect();
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsSource::Files(CertFiles { cert: cert.clone(), key: key.clone() }),
+        _ => TlsSource::SelfSigned,
+    };
+    let cluster = match (&args.kubeconfig, args.no_cluster) {
+        (_, true) => ClusterAccess::Disabled,
+        (Some(path), _) => ClusterAccess::Kubeconfig(path.clone()),
+        (None, false) => ClusterAccess::Infer,
+    };
+    let config = ServeConfig {
+        listen: args.listen,
+        health_listen: args.health_listen,
+        tls,
+        http2: args.http2,
+        limits: Limits {
+            body_bytes: args.body_limit,
+            header_timeout: args.header_timeout,
+            request_timeout: args.request_timeout,
+            max_concurrent: args.max_concurrent,
+        },
+        cert_poll_interval: args.cert_poll_interval,
+        settings,
+        deny_on_error: args.deny_on_error,
+        cluster,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let running = serve::start(config).await?;
+        tracing::info!(addr = %running.addr, health = %running.health_addr, "serving");
+        if running.self_signed_pem.is_some() {
+            let port = running.addr.port();
+            eprintln!(
+                "mount-hints-webhook: serving https://localhost:{port}/mutate with an in-memory self-signed certificate \
+                 (localhost, 127.0.0.1); health and metrics on http://{}/\n  try: curl -sk -H 'Content-Type: application/json' \
+                 --data-binary @webhook/examples/admission-review.json https://localhost:{port}/mutate",
+                running.health_addr
+            );
+        }
+        // SIGTERM (the kubelet) gets the full drain; Ctrl-C at a terminal skips the endpoint delay.
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let delay = tokio::select! {
+            _ = sigterm.recv() => args.drain_delay,
+            _ = tokio::signal::ctrl_c() => Duration::ZERO,
+        };
+        running.drain(delay, args.drain_grace).await
+    })
+}
+
+fn certs_command(args: &CertsArgs) -> Result<(), Error> {
+    let request = CertRequest {
+        service: args.service.clone(),
+        namespace: args.namespace.clone(),
+        extra_dns: args.dns.clone(),
+        ips: args.ips.clone(),
+        days: args.days,
+        ca_days: args.ca_days,
+    };
+    let ca = if args.new_ca { None } else { certs::existing_ca(&args.out)? };
+    let reused = ca.is_some();
+    let issued = certs::issue(&request, ca)?;
+    certs::write_issued(&args.out, &issued)?;
+    let out = args.out.display();
+    println!("{} CA, new serving certificate for {}", if reused { "kept the" } else { "new" }, request.dns_names().join(", "));
+    println!("  {out}/{} {out}/{}  (serve --tls-cert/--tls-key, or the Secret)", certs::TLS_CERT, certs::TLS_KEY);
+    println!("  {out}/{}  (caBundle of the MutatingWebhookConfiguration)", certs::CA_BUNDLE);
+    Ok(())
 }
 
 fn preview(args: &PreviewArgs) -> Result<(), Error> {
