@@ -120,10 +120,7 @@ mod tests {
 
     #[test]
     fn refuses_what_runsc_refuses() {
-        assert!(matches!(
-            parse_hint_key("dev.gvisor.spec.mount.a.b.type"),
-            Err(KeyError::WrongPartCount { .. })
-        ));
+        assert!(matches!(parse_hint_key("dev.gvisor.spec.mount.a.b.type"), Err(KeyError::WrongPartCount { .. })));
         assert!(matches!(parse_hint_key("dev.gvisor.spec.mount.a"), Err(KeyError::WrongPartCount { .. })));
         assert!(matches!(parse_hint_key("dev.gvisor.spec.mount..type"), Err(KeyError::EmptyName { .. })));
         assert!(matches!(

@@ -15,17 +15,15 @@ mod release;
 mod values;
 
 pub use key::{
-    force_shared_key, hint_key, parse_force_shared_key, parse_hint_key, HintField, HintKey, KeyError,
-    EMPTY_DIR_PREFIX, FORCE_SHARED_SUFFIX, GVISOR_PREFIX, MOUNT_PREFIX,
+    force_shared_key, hint_key, parse_force_shared_key, parse_hint_key, HintField, HintKey, KeyError, EMPTY_DIR_PREFIX,
+    FORCE_SHARED_SUFFIX, GVISOR_PREFIX, MOUNT_PREFIX,
 };
 pub use names::{
     is_dns1123_label, is_valid_annotation_key, max_volume_name_len, validate_volume_name, NameError,
     ANNOTATION_NAME_MAX,
 };
 pub use release::{ReleaseError, RunscRelease};
-pub use values::{
-    parse_options, HintType, MountOption, OptionsError, Share, ValueError, FLAG_OPTIONS,
-};
+pub use values::{parse_options, HintType, MountOption, OptionsError, Share, ValueError, FLAG_OPTIONS};
 
 /// Name of the hint runsc uses for the pod's shared `/dev/shm` (gVisor's shim uses the same name, so a pod
 /// completed by either has one `/dev/shm` hint, never two).

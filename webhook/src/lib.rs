@@ -3,8 +3,8 @@
 //! The [`mutation`] is a pure function over the [`pod::PodFacts`] a request carries; [`preview`] applies it to
 //! manifests offline. The binary (`main.rs`) is a thin shell over these.
 
-mod error;
 pub mod certs;
+mod error;
 pub mod mutation;
 pub mod pod;
 pub mod preview;

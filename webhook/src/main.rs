@@ -285,7 +285,11 @@ fn certs_command(args: &CertsArgs) -> Result<(), Error> {
     let issued = certs::issue(&request, ca)?;
     certs::write_issued(&args.out, &issued)?;
     let out = args.out.display();
-    println!("{} CA, new serving certificate for {}", if reused { "kept the" } else { "new" }, request.dns_names().join(", "));
+    println!(
+        "{} CA, new serving certificate for {}",
+        if reused { "kept the" } else { "new" },
+        request.dns_names().join(", ")
+    );
     println!("  {out}/{} {out}/{}  (serve --tls-cert/--tls-key, or the Secret)", certs::TLS_CERT, certs::TLS_KEY);
     println!("  {out}/{}  (caBundle of the MutatingWebhookConfiguration)", certs::CA_BUNDLE);
     Ok(())
@@ -296,9 +300,7 @@ fn preview(args: &PreviewArgs) -> Result<(), Error> {
     let scope = if args.assume_gvisor { GvisorScope::every_pod() } else { GvisorScope::from_settings(&settings) };
     let (origin, text) = if args.input == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|source| Error::Read { path: "<stdin>".into(), source })?;
+        std::io::stdin().read_to_string(&mut text).map_err(|source| Error::Read { path: "<stdin>".into(), source })?;
         ("<stdin>".to_owned(), text)
     } else {
         let path = PathBuf::from(&args.input);

@@ -46,8 +46,8 @@ fn pod_template_path(kind: &str) -> Option<&'static [&'static str]> {
 /// Reads a YAML stream (or one JSON document) into documents; syntax errors carry the line.
 pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<Value>, Error> {
     if text.trim_start().starts_with('{') {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::syntax(origin, Some((e.line(), e.column())), e))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| Error::syntax(origin, Some((e.line(), e.column())), e))?;
         return Ok(vec![value]);
     }
     let mut documents = Vec::new();
@@ -161,7 +161,11 @@ impl Context<'_> {
         fn check<T: DeserializeOwned>(object: &Value) -> Result<(), String> {
             serde_path_to_error::deserialize::<_, T>(object).map(drop).map_err(|e| {
                 let path = e.path().to_string();
-                if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+                if path == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("{path}: {}", e.inner())
+                }
             })
         }
         match kind {

@@ -18,11 +18,7 @@ const CASES: u32 = 2000;
 
 fn volume_name() -> impl Strategy<Value = String> {
     // DNS-1123 labels of 1..=63 characters, biased towards the 33..37 boundary of the key limit.
-    prop_oneof![
-        "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
-        "[a-z]{1}[a-z0-9]{32,36}",
-        "[a-z]{1,6}",
-    ]
+    prop_oneof!["[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "[a-z]{1}[a-z0-9]{32,36}", "[a-z]{1,6}",]
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +50,20 @@ fn author_annotations(names: Vec<String>) -> impl Strategy<Value = BTreeMap<Stri
     let entry = (
         select(candidate_names),
         select(vec!["type", "share", "options", "source", "Type", "mode"]),
-        select(vec!["tmpfs", "bind", "Tmpfs", "pod", "container", "shared", "POD", "rw", "rw,noexec", "size=1g", "", "/etc"]),
+        select(vec![
+            "tmpfs",
+            "bind",
+            "Tmpfs",
+            "pod",
+            "container",
+            "shared",
+            "POD",
+            "rw",
+            "rw,noexec",
+            "size=1g",
+            "",
+            "/etc",
+        ]),
     )
         .prop_map(|(name, field, value)| (format!("{MOUNT_PREFIX}{name}.{field}"), value.to_owned()));
     let other = select(vec![

@@ -65,7 +65,12 @@ fn every_example_gets_the_documented_hints_and_warnings() {
         ("configmap.yaml", &[("tmp.share", "container"), ("tmp.type", "bind")], &[]),
         (
             "hostile-annotations.yaml",
-            &[("cache.share", "container"), ("cache.type", "bind"), ("data.share", "container"), ("data.type", "tmpfs")],
+            &[
+                ("cache.share", "container"),
+                ("cache.type", "bind"),
+                ("data.share", "container"),
+                ("data.type", "tmpfs"),
+            ],
             &[
                 "\"dev.gvisor.spec.mount.data.source\" removed: the source of a hint is set by the node",
                 "\"dev.gvisor.spec.mount.data.share\" removed: invalid share `POD`",
@@ -144,7 +149,9 @@ fn patch_output_applies_to_the_input() {
 
 #[test]
 fn pods_outside_gvisor_are_unchanged_unless_assumed() {
-    let input = std::fs::read_to_string(example("disk-scratch.yaml")).unwrap().replace("runtimeClassName: gvisor", "runtimeClassName: runc");
+    let input = std::fs::read_to_string(example("disk-scratch.yaml"))
+        .unwrap()
+        .replace("runtimeClassName: gvisor", "runtimeClassName: runc");
     let out = preview(&["-o", "patch"], Some(&input));
     assert_eq!(text(&out.stdout).trim(), "[]");
     assert!(text(&out.stderr).contains("\"runc\" is not a gVisor runtime class"));
@@ -163,7 +170,10 @@ fn warnings_output_and_settings_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("settings.yaml");
     std::fs::write(&config, "sharePolicy: always-pod\nmemorySizeOption: true\n").unwrap();
-    let out = preview(&["-o", "json", "--config", config.to_str().unwrap(), example("shared-memory.yaml").to_str().unwrap()], None);
+    let out = preview(
+        &["-o", "json", "--config", config.to_str().unwrap(), example("shared-memory.yaml").to_str().unwrap()],
+        None,
+    );
     let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pod["metadata"]["annotations"]["dev.gvisor.spec.mount.cache.options"], "size=268435456");
 
@@ -177,7 +187,10 @@ fn warnings_output_and_settings_file() {
 fn bad_input_exits_2_with_the_location() {
     let cases = [
         ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n spec: [\n", "<stdin>:5:2:"),
-        ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 3\n", "document 1 (Pod/x): spec.containers: invalid type"),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 3\n",
+            "document 1 (Pod/x): spec.containers: invalid type",
+        ),
         ("{\"kind\": \"Pod\",\n x}", "<stdin>:2:2:"),
         ("metadata: {name: x}\n", "the object has no `kind`"),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n", "Deployment/d"),

@@ -116,8 +116,11 @@ fn merge_hint(name: &str, ours: Option<&PlannedHint>, author: &AuthorHint<'_>) -
     let (Some(hint_type), Some(share)) = (hint_type, share) else {
         return Err("a hint needs both type and share, and the webhook has no value to add for this volume".into());
     };
-    let fields: &[HintField] =
-        if options.is_some() { &[HintField::Type, HintField::Share, HintField::Options] } else { &[HintField::Type, HintField::Share] };
+    let fields: &[HintField] = if options.is_some() {
+        &[HintField::Type, HintField::Share, HintField::Options]
+    } else {
+        &[HintField::Type, HintField::Share]
+    };
     if let Some(field) = fields.iter().find(|f| !is_valid_annotation_key(&hint_key(name, **f))) {
         return Err(format!("its {field} key would exceed the 63-character annotation limit"));
     }

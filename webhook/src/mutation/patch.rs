@@ -10,7 +10,10 @@ use serde_json::Value;
 /// `original` is `None` when the object has no `metadata.annotations`; the patch then creates the map in one
 /// operation (adding a key under a missing map would fail). Keys are escaped by the pointer type (`/` -> `~1`,
 /// `~` -> `~0`). Operations come sorted by key so the same input always yields the same bytes.
-pub(crate) fn annotation_patch(original: Option<&BTreeMap<String, String>>, desired: &BTreeMap<String, String>) -> Patch {
+pub(crate) fn annotation_patch(
+    original: Option<&BTreeMap<String, String>>,
+    desired: &BTreeMap<String, String>,
+) -> Patch {
     let Some(original) = original else {
         if desired.is_empty() {
             return Patch(Vec::new());
@@ -26,9 +29,10 @@ pub(crate) fn annotation_patch(original: Option<&BTreeMap<String, String>>, desi
         .keys()
         .filter(|k| !desired.contains_key(*k))
         .map(|k| PatchOperation::Remove(RemoveOperation { path: key_path(k) }));
-    let additions = desired.iter().filter(|(k, v)| original.get(*k) != Some(v)).map(|(k, v)| {
-        PatchOperation::Add(AddOperation { path: key_path(k), value: Value::String(v.clone()) })
-    });
+    let additions = desired
+        .iter()
+        .filter(|(k, v)| original.get(*k) != Some(v))
+        .map(|(k, v)| PatchOperation::Add(AddOperation { path: key_path(k), value: Value::String(v.clone()) }));
     Patch(removals.chain(additions).collect())
 }
 

@@ -85,7 +85,8 @@ fn share_counts_distinct_containers_of_every_kind() {
     assert_eq!(hint_of(&run(&init_and_main), "v").unwrap().share, Share::Pod);
 
     let mut ephemeral = gvisor_pod(volumes.clone(), &[("a", &["v"])]);
-    ephemeral["spec"]["ephemeralContainers"] = json!([{"name": "debug", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]);
+    ephemeral["spec"]["ephemeralContainers"] =
+        json!([{"name": "debug", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]);
     assert_eq!(hint_of(&run(&ephemeral), "v").unwrap().share, Share::Pod);
 
     let always = MutationSettings { share_policy: SharePolicy::AlwaysPod, ..Default::default() };
@@ -111,10 +112,19 @@ fn skipped_volumes_are_named_in_a_warning() {
         .push(json!({"name": "emptysub", "mountPath": "/e", "subPath": ""}));
     let m = run(&p);
     let text = m.warnings.join("\n");
-    for (volume, reason) in [("unused", "no container mounts it"), ("sub", "\"b\" mounts it with subPath"), ("huge", "HugePages-1Gi"), ("odd", "unknown medium")] {
+    for (volume, reason) in [
+        ("unused", "no container mounts it"),
+        ("sub", "\"b\" mounts it with subPath"),
+        ("huge", "HugePages-1Gi"),
+        ("odd", "unknown medium"),
+    ] {
         assert!(text.contains(&format!("volume {volume:?} not hinted")) && text.contains(reason), "{volume}: {text}");
     }
-    assert_eq!(m.hints.iter().map(|h| h.volume.as_str()).collect::<Vec<_>>(), ["emptysub"], "an empty subPath is no subPath");
+    assert_eq!(
+        m.hints.iter().map(|h| h.volume.as_str()).collect::<Vec<_>>(),
+        ["emptysub"],
+        "an empty subPath is no subPath"
+    );
 
     let mut expr = gvisor_pod(json!([{"name": "v", "emptyDir": {}}]), &[("a", &["v"])]);
     expr["spec"]["containers"][0]["volumeMounts"][0]["subPathExpr"] = json!("$(POD_NAME)");
@@ -243,6 +253,8 @@ fn second_pass_is_empty_and_output_is_deterministic() {
     json_patch::patch(&mut mutated, &first.patch.0).unwrap();
     let second = run_with(&mutated, &on);
     assert!(second.patch.0.is_empty(), "{:?}", second.patch);
-    assert_eq!(second.hints.iter().map(|h| (&h.volume, h.hint_type, h.share)).collect::<Vec<_>>(),
-        first.hints.iter().map(|h| (&h.volume, h.hint_type, h.share)).collect::<Vec<_>>());
+    assert_eq!(
+        second.hints.iter().map(|h| (&h.volume, h.hint_type, h.share)).collect::<Vec<_>>(),
+        first.hints.iter().map(|h| (&h.volume, h.hint_type, h.share)).collect::<Vec<_>>()
+    );
 }

@@ -4,13 +4,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axum::http::StatusCode;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use base64::Engine;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::metrics::Outcome;
-use crate::mutation::mutate;
+use crate::mutation::{mutate, Mutation};
 use crate::pod::PodFacts;
 use crate::settings::{GvisorScope, MutationSettings};
 
@@ -48,9 +48,13 @@ struct EnvelopeRequest {
 /// that uid; `deny_on_error` decides whether an undecodable object is allowed (the default, matching the
 /// `failurePolicy: Ignore` spirit) or denied.
 pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorScope, deny_on_error: bool) -> Reply {
+    answer_review_with(body, |pod| mutate(pod, settings, scope), deny_on_error)
+}
+
+fn answer_review_with(body: &[u8], mutation: impl Fn(&PodFacts) -> Mutation, deny_on_error: bool) -> Reply {
     match serde_json::from_slice::<AdmissionReview<PodFacts>>(body) {
         Ok(review) if review.types.kind == "AdmissionReview" => match review.try_into() {
-            Ok(request) => answer_request(&request, settings, scope, deny_on_error),
+            Ok(request) => answer_request(&request, mutation, deny_on_error),
             Err(_) => Reply::error(StatusCode::BAD_REQUEST, Outcome::bad_request, "the AdmissionReview has no request"),
         },
         Ok(review) => Reply::error(
@@ -59,7 +63,9 @@ pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorSco
             &format!("expected kind AdmissionReview, got {:?}", review.types.kind),
         ),
         Err(decode_error) => match serde_json::from_slice::<Envelope>(body) {
-            Ok(Envelope { kind, request: Some(EnvelopeRequest { uid }) }) if kind == "AdmissionReview" && !uid.is_empty() => {
+            Ok(Envelope { kind, request: Some(EnvelopeRequest { uid }) })
+                if kind == "AdmissionReview" && !uid.is_empty() =>
+            {
                 let message = format!("mount-hints cannot decode this request: {decode_error}");
                 let mut response = AdmissionResponse::invalid(&message);
                 response.uid = uid;
@@ -77,8 +83,7 @@ pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorSco
 
 fn answer_request(
     request: &AdmissionRequest<PodFacts>,
-    settings: &MutationSettings,
-    scope: &GvisorScope,
+    mutation: impl Fn(&PodFacts) -> Mutation,
     deny_on_error: bool,
 ) -> Reply {
     let response = AdmissionResponse::from(request);
@@ -90,7 +95,7 @@ fn answer_request(
         return review_reply(response, Outcome::skipped, 0);
     };
     // A panic is a bug, but the API server must still get an answer carrying the uid, not a reset connection.
-    let mutation = match catch_unwind(AssertUnwindSafe(|| mutate(pod, settings, scope))) {
+    let mutation = match catch_unwind(AssertUnwindSafe(|| mutation(pod))) {
         Ok(mutation) => mutation,
         Err(_) => {
             tracing::error!(uid = %request.uid, "the mutation panicked; answering with an error");
@@ -169,4 +174,40 @@ struct ResponseOut<'a> {
     audit_annotations: &'a std::collections::HashMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     warnings: Option<&'a [String]>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn review(object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}, "object": object, "oldObject": null,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn body(reply: &Reply) -> Value {
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    #[test]
+    fn a_panicking_mutation_still_gets_an_answer_with_the_uid() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let boom = |_: &PodFacts| -> Mutation { panic!("bug") };
+        let reply = answer_review_with(&review(pod.clone()), boom, false);
+        assert_eq!((reply.status, reply.outcome), (StatusCode::OK, Outcome::internal_error));
+        let out = body(&reply);
+        assert_eq!(out["response"]["uid"], "uid-1");
+        assert_eq!(out["response"]["allowed"], true);
+        let denied = body(&answer_review_with(&review(pod), boom, true));
+        assert_eq!(denied["response"]["allowed"], false);
+        assert!(denied["response"]["status"]["message"].as_str().unwrap().contains("internal error"));
+    }
 }

@@ -68,7 +68,8 @@ pub async fn watch_runtime_classes(
         }
     };
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(Api::<RuntimeClass>::all(client), watcher::Config::default()).default_backoff());
+    let stream =
+        reflector(writer, watcher(Api::<RuntimeClass>::all(client), watcher::Config::default()).default_backoff());
     futures::pin_mut!(stream);
     tracing::info!(handlers = ?settings.runtime_handlers, "watching RuntimeClasses");
     loop {

@@ -1,0 +1,80 @@
+//! The binary as the kubelet runs it: SIGTERM with a request in flight drains it and exits 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mount_hints_webhook::certs::{issue, write_issued, CertRequest};
+use serde_json::Value;
+use support::{finish_partial_post, http_get, metric, start_partial_post, TlsClient};
+
+const REVIEW: &str = include_str!("../examples/admission-review.json");
+
+async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = CertRequest {
+        service: "mount-hints".into(),
+        namespace: "test".into(),
+        extra_dns: vec![],
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        days: 1,
+        ca_days: 1,
+    };
+    let certs = issue(&request, None).unwrap();
+    write_issued(dir.path(), &certs).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mount-hints-webhook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--no-cluster"])
+        .args(["--drain-delay", "200ms", "--drain-grace", "10s"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The JSON log says where it listens.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (addr, health): (SocketAddr, SocketAddr) = loop {
+        let line = lines.next().expect("the server logs before exiting").unwrap();
+        let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
+        if log["message"] == "serving" {
+            break (log["addr"].as_str().unwrap().parse().unwrap(), log["health"].as_str().unwrap().parse().unwrap());
+        }
+    };
+    let log_tail = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let client = TlsClient::new(&certs.ca_cert_pem, addr);
+    let body = REVIEW.as_bytes();
+    let in_flight = start_partial_post(&client, body, 100).await;
+    until("the request in flight", async || {
+        metric(&http_get(health, "/metrics").await.unwrap().1, "mount_hints_webhook_admission_in_flight_requests")
+            == 1.0
+    })
+    .await;
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    until("not ready", async || http_get(health, "/readyz").await.is_ok_and(|(s, _)| s == 503)).await;
+    let response = finish_partial_post(in_flight, &body[100..]).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"uid\":\"7f0b2c1e-5a4d-4c3b-9e2f-000000000001\""));
+
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let logs = log_tail.join().unwrap().join("\n");
+    assert!(logs.contains("\"message\":\"draining\"") && logs.contains("\"message\":\"stopped\""), "{logs}");
+    assert!(logs.contains("\"uid\":\"7f0b2c1e-5a4d-4c3b-9e2f-000000000001\""), "review logged with its uid: {logs}");
+}
