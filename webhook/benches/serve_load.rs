@@ -1,0 +1,283 @@
+//! Load benchmark of the real webhook binary over TLS keep-alive on loopback, next to a floor: the same server
+//! stack (axum-server, rustls, the same TLS config) answering a constant AdmissionReview without decoding.
+//!
+//!   cargo bench -p mount-hints-webhook --bench serve_load
+//!
+//! The server runs pinned to CPU 1, this load generator to CPU 0. For each body (small: 1 container; medium: 2
+//! containers, 4 emptyDirs; large: 30 containers, 60 volumes) floor and webhook alternate three times at full
+//! load (16 connections, closed loop) and the median ratio is reported; then the webhook alone at a fixed
+//! 2,000 reviews/s (open loop, latency measured from the scheduled send time). `BENCH_SECS` sets the length of
+//! each measured run (default 5).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use bytes::Bytes;
+use mount_hints_webhook::certs::{issue, write_issued, CertRequest};
+use mount_hints_webhook::serve::{server_config, CertFiles, CertStore};
+use support::{http_get, TlsClient};
+
+const BODIES: [(&str, &str); 3] = [
+    ("small", include_str!("bodies/small.json")),
+    ("medium", include_str!("bodies/medium.json")),
+    ("large", include_str!("bodies/large.json")),
+];
+const CONNECTIONS: usize = 16;
+const RATE: u64 = 2000;
+const RATE_CONNECTIONS: usize = 4;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-server") {
+        return run_floor(Path::new(&args[i + 1]), args[i + 2].parse().unwrap());
+    }
+    if args.iter().any(|a| a == "--list") || args.iter().any(|a| a == "--test") {
+        return; // `cargo test --benches` / `--list` probes: nothing to do.
+    }
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = Command::new("taskset").args(["-p", "-c", "0", &std::process::id().to_string()]).output();
+
+    let dir = tempfile::tempdir().unwrap();
+    let request = CertRequest {
+        service: "bench".into(),
+        namespace: "bench".into(),
+        extra_dns: vec![],
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        days: 1,
+        ca_days: 1,
+    };
+    let certs = issue(&request, None).unwrap();
+    write_issued(dir.path(), &certs).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+
+    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of 3) | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {RATE}/s: p50 / p99 / p99.9 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, body) in BODIES {
+        let body = Bytes::from(body);
+        let mut ratios = Vec::new();
+        let (mut floor_best, mut hook_best): (Option<Run>, Option<Run>) = (None, None);
+        let mut peak_rss = 0.0f64;
+        let mut paired_floor = f64::NAN;
+        for _ in 0..3 {
+            for floor in [true, false] {
+                let server = Server::start(floor, dir.path());
+                let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
+                let run = runtime.block_on(closed_loop(&client, &body, Duration::from_secs(secs)));
+                if !floor {
+                    peak_rss = peak_rss.max(server.peak_rss_mib());
+                }
+                drop(server);
+                assert_eq!(run.errors, 0, "{name}: failed requests");
+                let best = if floor { &mut floor_best } else { &mut hook_best };
+                if best.as_ref().is_none_or(|b| b.rps < run.rps) {
+                    *best = Some(run.clone());
+                }
+                if floor {
+                    paired_floor = run.rps;
+                } else {
+                    ratios.push(run.rps / paired_floor);
+                }
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        let server = Server::start(false, dir.path());
+        let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
+        let fixed = runtime.block_on(open_loop(&client, &body, Duration::from_secs(secs.max(5) * 2)));
+        drop(server);
+        let (floor, hook) = (floor_best.unwrap(), hook_best.unwrap());
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {} | {peak_rss:.1} | {} |",
+            floor.rps,
+            hook.rps,
+            ratios[1],
+            hook.percentiles(),
+            fixed.percentiles()
+        );
+    }
+}
+
+#[derive(Clone)]
+struct Run {
+    rps: f64,
+    errors: usize,
+    micros: Vec<u64>,
+}
+
+impl Run {
+    fn new(mut micros: Vec<u64>, errors: usize, elapsed: Duration) -> Run {
+        micros.sort_unstable();
+        Run { rps: micros.len() as f64 / elapsed.as_secs_f64(), errors, micros }
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let n = self.micros.len();
+        let i = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.micros[i] as f64 / 1000.0
+    }
+
+    fn percentiles(&self) -> String {
+        format!("{:.3} / {:.3} / {:.3}", self.percentile(50.0), self.percentile(99.0), self.percentile(99.9))
+    }
+}
+
+/// Every connection sends its next request as soon as the previous answer arrived.
+async fn closed_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Run {
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let start = warm_up;
+    let end = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut conn = client.connect().await.unwrap();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut micros, mut errors) = (Vec::new(), 0);
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    return (micros, errors);
+                }
+                match conn.post("/mutate", "application/json", body.clone()).await {
+                    Ok((200, _)) if sent >= start => micros.push(sent.elapsed().as_micros() as u64),
+                    Ok((200, _)) => {}
+                    _ => errors += 1,
+                }
+            }
+        }));
+    }
+    collect(tasks, duration).await
+}
+
+/// A fixed rate spread over a few connections; latency counts from the scheduled send time, so a stall shows up
+/// in every request it delayed.
+async fn open_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Run {
+    let interval = Duration::from_nanos(1_000_000_000 * RATE_CONNECTIONS as u64 / RATE);
+    let warm_up = Duration::from_secs(1);
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for c in 0..RATE_CONNECTIONS {
+        let mut conn = client.connect().await.unwrap();
+        let body = body.clone();
+        let first = t0 + interval * c as u32 / RATE_CONNECTIONS as u32;
+        tasks.push(tokio::spawn(async move {
+            let (mut micros, mut errors) = (Vec::new(), 0);
+            let mut due = first;
+            while due < t0 + warm_up + duration {
+                tokio::time::sleep_until(due.into()).await;
+                match conn.post("/mutate", "application/json", body.clone()).await {
+                    Ok((200, _)) if due >= t0 + warm_up => micros.push(due.elapsed().as_micros() as u64),
+                    Ok((200, _)) => {}
+                    _ => errors += 1,
+                }
+                due += interval;
+            }
+            (micros, errors)
+        }));
+    }
+    collect(tasks, duration).await
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>, duration: Duration) -> Run {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (micros, e) = task.await.unwrap();
+        all.extend(micros);
+        errors += e;
+    }
+    Run::new(all, errors, duration)
+}
+
+/// A server process pinned to CPU 1: the real binary, or this bench re-executed as the floor.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(floor: bool, certs: &Path) -> Server {
+        let port = free_port();
+        let health = free_port();
+        let mut command = Command::new("taskset");
+        command.args(["-c", "1"]);
+        if floor {
+            command.arg(std::env::current_exe().unwrap()).arg("--floor-server").arg(certs).arg(port.to_string());
+        } else {
+            command
+                .arg(env!("CARGO_BIN_EXE_mount-hints-webhook"))
+                .args(["serve", "--no-cluster", "--drain-delay", "0s", "--log-format", "text"])
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--health-listen", &format!("127.0.0.1:{health}")])
+                .arg("--tls-cert")
+                .arg(certs.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(certs.join("tls.key"))
+                .env("RUST_LOG", "warn");
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !floor {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let health: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+            while rt.block_on(http_get(health, "/readyz")).map(|r| r.0).unwrap_or(0) != 200 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Server { child, addr }
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The floor: the webhook's own TLS configuration and server stack, a constant reply, no decoding.
+fn run_floor(certs: &Path, port: u16) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Arc::new(CertStore::default());
+    let files = CertFiles { cert: certs.join("tls.crt"), key: certs.join("tls.key") };
+    store.set(files.load().unwrap());
+    let config = server_config(store, false).unwrap();
+    const REPLY: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"2b6a6c1e-6f1d-4b8e-9d35-6a4a7f0c0001","allowed":true,"status":{}}}"#;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let app = Router::new().route(
+            "/mutate",
+            post(|_body: Bytes| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], REPLY) }),
+        );
+        axum_server::from_tcp(listener).unwrap().acceptor(acceptor).http1_only().serve(app.into_make_service()).await
+    })
+    .unwrap();
+}
