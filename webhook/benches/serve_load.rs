@@ -269,15 +269,21 @@ fn run_floor(certs: &Path, port: u16) {
     let config = server_config(store, false).unwrap();
     const REPLY: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"2b6a6c1e-6f1d-4b8e-9d35-6a4a7f0c0001","allowed":true,"status":{}}}"#;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async move {
-        let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let app = Router::new().route(
-            "/mutate",
-            post(|_body: Bytes| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], REPLY) }),
-        );
-        axum_server::from_tcp(listener).unwrap().acceptor(acceptor).http1_only().serve(app.into_make_service()).await
-    })
-    .unwrap();
+    runtime
+        .block_on(async move {
+            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
+            let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let app = Router::new().route(
+                "/mutate",
+                post(|_body: Bytes| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], REPLY) }),
+            );
+            axum_server::from_tcp(listener)
+                .unwrap()
+                .acceptor(acceptor)
+                .http1_only()
+                .serve(app.into_make_service())
+                .await
+        })
+        .unwrap();
 }

@@ -3,6 +3,8 @@ fn main() {
     let scope = mount_hints_webhook::GvisorScope::from_settings(&settings);
     let body = std::fs::read("webhook/benches/bodies/large.json").unwrap();
     let t = std::time::Instant::now();
-    for _ in 0..5000 { std::hint::black_box(mount_hints_webhook::serve::answer_review(&body, &settings, &scope, false)); }
+    for _ in 0..5000 {
+        std::hint::black_box(mount_hints_webhook::serve::answer_review(&body, &settings, &scope, false));
+    }
     println!("large: answer {:?}", t.elapsed() / 5000);
 }

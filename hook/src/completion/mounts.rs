@@ -1,0 +1,78 @@
+//! Volume mounts of a container that joins the sandbox: their type must agree with the pod's hint (runsc
+//! matches a mount to a hint by its exact source, then uses the mount type to tell memory- from disk-backed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mount_hints::{force_shared_key, hint_key, is_dns1123_label, HintField, HintType};
+use serde_json::Value;
+
+use super::{mount_field, set_mount_type, Change, SpecEdit};
+use crate::identity::PodUid;
+use crate::node::{NodeView, EMPTY_DIR_PLUGIN};
+
+/// `<root>/pods/<uid>/volumes/<plugin>/<name>` exactly: a whole pod volume, not a subPath
+/// (`volume-subpaths/...`) and not a file inside one.
+struct VolumeSource<'a> {
+    root_is_alias: bool,
+    uid: &'a str,
+    plugin: &'a str,
+    name: &'a str,
+}
+
+fn parse_volume_source<'a>(source: &'a str, node: &dyn NodeView) -> Option<VolumeSource<'a>> {
+    let roots = std::iter::once((node.kubelet_root(), false))
+        .chain(node.kubelet_root_aliases().iter().map(|a| (a.as_path(), true)));
+    for (root, root_is_alias) in roots {
+        let Some(rest) = strip_dir_prefix(source, root) else { continue };
+        let parts: Vec<&str> = rest.split('/').collect();
+        if let ["pods", uid, "volumes", plugin, name] = parts.as_slice() {
+            return Some(VolumeSource { root_is_alias, uid, plugin, name });
+        }
+    }
+    None
+}
+
+fn strip_dir_prefix<'a>(path: &'a str, dir: &Path) -> Option<&'a str> {
+    let dir = dir.to_str()?.trim_end_matches('/');
+    path.strip_prefix(dir)?.strip_prefix('/')
+}
+
+pub(super) fn complete_volume_mounts(
+    edit: &mut SpecEdit,
+    annotations: &BTreeMap<String, String>,
+    uid: Option<&PodUid>,
+    node: &dyn NodeView,
+) {
+    let Some(count) = edit.mounts_mut().map(|m| m.len()) else { return };
+    for index in 0..count {
+        let mount = edit.mounts_mut().expect("counted above")[index].clone();
+        let source = mount_field(&mount, "source");
+        let Some(volume) = parse_volume_source(source, node) else { continue };
+        let Some(hint_type) = annotations.get(&hint_key(volume.name, HintField::Type)) else { continue };
+        // Match by pod UID, not by name alone: a mount of another pod's volume with the same name is not ours.
+        let Some(uid) = uid else {
+            edit.warn(format!("mount {source}: the pod UID is unknown, so it is not matched to a hint"));
+            continue;
+        };
+        if volume.uid != uid.as_str() || !is_dns1123_label(volume.name) {
+            continue;
+        }
+        let Ok(hint_type) = hint_type.parse::<HintType>() else { continue };
+        let resolved =
+            node.kubelet_root().join("pods").join(volume.uid).join("volumes").join(volume.plugin).join(volume.name);
+        let keep_bind = volume.plugin == EMPTY_DIR_PLUGIN
+            && (annotations.get(&force_shared_key(volume.name)).is_some_and(|v| v == "true")
+                || !node.is_empty_for_tmpfs(&resolved).unwrap_or(false));
+        let target = if keep_bind { "bind" } else { hint_type.as_str() };
+        let destination = mount_field(&mount, "destination").to_owned();
+        let from = source.to_owned();
+        if volume.root_is_alias {
+            // The sandbox's hint source uses the resolved root; runsc compares the strings.
+            let to = resolved.to_string_lossy().into_owned();
+            edit.mounts_mut().expect("counted above")[index]["source"] = Value::String(to.clone());
+            edit.changes.push(Change::MountSource { destination, from, to });
+        }
+        set_mount_type(edit, index, target);
+    }
+}

@@ -1,0 +1,125 @@
+//! What the completion may ask about the node: the kubelet's volume directories and the runsc in use. The
+//! completion itself never touches the filesystem; tests give it a kubelet tree under a temporary root.
+
+use std::cell::OnceCell;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mount_hints::RunscRelease;
+
+use crate::identity::PodUid;
+
+/// The emptyDir plugin directory under `pods/<uid>/volumes/`.
+pub const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+/// runsc's disk-backed tmpfs keeps its data in a file of this prefix inside the volume directory.
+pub const FILESTORE_PREFIX: &str = ".gvisor.filestore.";
+
+/// A pod volume directory: `<kubelet-root>/pods/<uid>/volumes/<plugin>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDir {
+    pub plugin: String,
+    pub path: PathBuf,
+}
+
+impl VolumeDir {
+    pub fn is_empty_dir(&self) -> bool {
+        self.plugin == EMPTY_DIR_PLUGIN
+    }
+}
+
+pub trait NodeView {
+    /// The kubelet root with symlinks resolved: the prefix kubelet uses in container mount sources.
+    fn kubelet_root(&self) -> &Path;
+    /// Other spellings of the root a mount source may use (the configured, unresolved path).
+    fn kubelet_root_aliases(&self) -> &[PathBuf];
+    /// Every `pods/<uid>/volumes/*/<name>` directory. `name` is a validated DNS-1123 label.
+    fn volume_dirs(&self, uid: &PodUid, name: &str) -> io::Result<Vec<VolumeDir>>;
+    /// Empty, or holding only runsc's filestore file: safe to back with a sandbox tmpfs.
+    fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool>;
+    /// The runsc release in use; `None` when unknown (then the strictest rules apply).
+    fn runsc_release(&self) -> Option<RunscRelease>;
+}
+
+/// The real node.
+pub struct HostNode {
+    root: PathBuf,
+    aliases: Vec<PathBuf>,
+    release: RuntimeRelease,
+}
+
+/// How the runsc release is known: configured, or asked of the runtime binary the first time it matters.
+pub enum RuntimeRelease {
+    Known(Option<RunscRelease>),
+    Detect { runtime: PathBuf, cached: OnceCell<Option<RunscRelease>> },
+}
+
+impl HostNode {
+    /// `kubelet_root` is resolved through symlinks when it exists; kubelet writes mount sources under the
+    /// resolved path.
+    pub fn new(kubelet_root: &Path, release: RuntimeRelease) -> HostNode {
+        let root = std::fs::canonicalize(kubelet_root).unwrap_or_else(|_| kubelet_root.to_owned());
+        let aliases = if root != kubelet_root { vec![kubelet_root.to_owned()] } else { Vec::new() };
+        HostNode { root, aliases, release }
+    }
+}
+
+impl NodeView for HostNode {
+    fn kubelet_root(&self) -> &Path {
+        &self.root
+    }
+
+    fn kubelet_root_aliases(&self) -> &[PathBuf] {
+        &self.aliases
+    }
+
+    fn volume_dirs(&self, uid: &PodUid, name: &str) -> io::Result<Vec<VolumeDir>> {
+        let volumes = self.root.join("pods").join(uid.as_str()).join("volumes");
+        let plugins = match std::fs::read_dir(&volumes) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for plugin in plugins {
+            let plugin = plugin?;
+            let path = plugin.path().join(name);
+            // symlink_metadata: a volume directory is a real directory; a symlink planted there is not followed.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                found.push(VolumeDir { plugin: plugin.file_name().to_string_lossy().into_owned(), path });
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+
+    fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool> {
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if !name.to_string_lossy().starts_with(FILESTORE_PREFIX) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn runsc_release(&self) -> Option<RunscRelease> {
+        match &self.release {
+            RuntimeRelease::Known(release) => *release,
+            RuntimeRelease::Detect { runtime, cached } => *cached.get_or_init(|| detect_release(runtime)),
+        }
+    }
+}
+
+/// `runsc --version`, read once per process and only when a decision depends on it.
+pub fn detect_release(runtime: &Path) -> Option<RunscRelease> {
+    let output = Command::new(runtime).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match RunscRelease::from_version_output(&text) {
+        Ok(release) => Some(release),
+        Err(e) => {
+            tracing::warn!(runtime = %runtime.display(), error = %e, "cannot tell the runsc release; assuming the strictest");
+            None
+        }
+    }
+}
