@@ -1,5 +1,5 @@
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -133,10 +133,17 @@ fn main() -> ExitCode {
     })
 }
 
+/// A plain level from `MOUNT_HINTS_LOG` (error, warn, info, debug): the hook runs once per container create,
+/// and compiling an EnvFilter's directives would cost more than the completion itself.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MOUNT_HINTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let level = std::env::var("MOUNT_HINTS_LOG").ok().and_then(|l| l.parse().ok());
+    let level = level.unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn report(result: Result<(), Error>) -> ExitCode {
@@ -158,9 +165,13 @@ fn host_node(resolved: &Resolved, detect: bool) -> HostNode {
     HostNode::new(&resolved.kubelet_root, release)
 }
 
+/// One line per completed spec at info (a node creates many containers), each change at debug.
 fn log_completion(completion: &Completion, what: &str) {
+    if !completion.changes.is_empty() {
+        tracing::info!("{what}: {:?} container, {} change(s)", completion.kind, completion.changes.len());
+    }
     for change in &completion.changes {
-        tracing::info!("{what}: {change}");
+        tracing::debug!("{what}: {change}");
     }
     for warning in &completion.warnings {
         tracing::warn!("{what}: {warning}");

@@ -1,7 +1,7 @@
 //! What the completion may ask about the node: the kubelet's volume directories and the runsc in use. The
 //! completion itself never touches the filesystem; tests give it a kubelet tree under a temporary root.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +46,8 @@ pub struct HostNode {
     root: PathBuf,
     aliases: Vec<PathBuf>,
     release: RuntimeRelease,
+    /// The plugin directories of the last pod listed: a sandbox's hints all belong to one pod.
+    plugins: RefCell<Option<(PodUid, Vec<String>)>>,
 }
 
 /// How the runsc release is known: configured, or asked of the runtime binary the first time it matters.
@@ -60,7 +62,7 @@ impl HostNode {
     pub fn new(kubelet_root: &Path, release: RuntimeRelease) -> HostNode {
         let root = std::fs::canonicalize(kubelet_root).unwrap_or_else(|_| kubelet_root.to_owned());
         let aliases = if root != kubelet_root { vec![kubelet_root.to_owned()] } else { Vec::new() };
-        HostNode { root, aliases, release }
+        HostNode { root, aliases, release, plugins: RefCell::new(None) }
     }
 }
 
@@ -75,21 +77,30 @@ impl NodeView for HostNode {
 
     fn volume_dirs(&self, uid: &PodUid, name: &str) -> io::Result<Vec<VolumeDir>> {
         let volumes = self.root.join("pods").join(uid.as_str()).join("volumes");
-        let plugins = match std::fs::read_dir(&volumes) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let mut cache = self.plugins.borrow_mut();
+        if cache.as_ref().is_none_or(|(cached, _)| cached != uid) {
+            let mut plugins = Vec::new();
+            match std::fs::read_dir(&volumes) {
+                Ok(entries) => {
+                    for entry in entries {
+                        plugins.push(entry?.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            plugins.sort();
+            *cache = Some((uid.clone(), plugins));
+        }
+        let (_, plugins) = cache.as_ref().expect("filled above");
         let mut found = Vec::new();
         for plugin in plugins {
-            let plugin = plugin?;
-            let path = plugin.path().join(name);
+            let path = volumes.join(plugin).join(name);
             // symlink_metadata: a volume directory is a real directory; a symlink planted there is not followed.
             if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                found.push(VolumeDir { plugin: plugin.file_name().to_string_lossy().into_owned(), path });
+                found.push(VolumeDir { plugin: plugin.clone(), path });
             }
         }
-        found.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(found)
     }
 
