@@ -1,0 +1,389 @@
+//! The pair on real gVisor. Pods are laid out the way a node lays them out (a kubelet tree, a sandbox bundle
+//! and application bundles carrying the annotations containerd or CRI-O set, `/dev/shm` binds included); the
+//! pod annotations come from the webhook's mutation of the Pod manifest; every bundle is created through
+//! `mount-hints-hook wrap` in front of runsc (`--network=none --platform=ptrace`). What happened is checked
+//! inside the sandbox (`/proc/mounts`, files written by one container and read by another) and on the host.
+//!
+//! Both runsc releases run: Debian's 20221219 (strict) and bookworm-backports' 20240729, installed by
+//! `tests/install-deps`. Needs root. A missing runsc is a failure, not a skip.
+
+mod fixtures;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use fixtures::{cri_annotations, Runtime, SANDBOX_ID, UID};
+use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts};
+use serde_json::{json, Value};
+
+const HOOK: &str = env!("CARGO_BIN_EXE_mount-hints-hook");
+const POD: &str = include_str!("e2e/pod.yaml");
+const HOSTILE_POD: &str = include_str!("e2e/hostile-pod.yaml");
+
+struct Runsc {
+    label: &'static str,
+    path: PathBuf,
+}
+
+fn runsc_versions() -> Vec<Runsc> {
+    let new_dir =
+        std::env::var("MOUNT_HINTS_RUNSC_NEW_DIR").unwrap_or_else(|_| "/var/cache/mount-hints/runsc-backports".into());
+    let versions = vec![
+        Runsc { label: "2022", path: "/usr/bin/runsc".into() },
+        Runsc { label: "2024", path: Path::new(&new_dir).join("usr/bin/runsc") },
+    ];
+    for v in &versions {
+        assert!(
+            v.path.exists(),
+            "runsc {} not found at {}: run tests/install-deps (as root)",
+            v.label,
+            v.path.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the runsc suite needs root");
+    versions
+}
+
+/// The annotations the webhook's mutation gives the Pod in `manifest`.
+fn webhook_annotations(manifest: &str) -> BTreeMap<String, String> {
+    let mut pod = mount_hints_webhook::preview::parse_documents(manifest, "manifest").unwrap().remove(0);
+    let facts: PodFacts = serde_json::from_value(pod.clone()).unwrap();
+    let settings = MutationSettings::default();
+    let mutation = mutate(&facts, &settings, &GvisorScope::from_settings(&settings));
+    json_patch::patch(&mut pod, &mutation.patch.0).unwrap();
+    serde_json::from_value(pod["metadata"]["annotations"].clone()).unwrap_or_default()
+}
+
+/// One pod on one runsc: its node-side files, its runsc state, its containers. Dropping it removes them all,
+/// whatever an assertion did in between.
+struct Pod {
+    dir: tempfile::TempDir,
+    runsc: PathBuf,
+    runtime: Runtime,
+    annotations: BTreeMap<String, String>,
+    containers: Vec<String>,
+}
+
+impl Pod {
+    fn new(runsc: &Runsc, runtime: Runtime, annotations: BTreeMap<String, String>) -> Pod {
+        let dir = tempfile::Builder::new().prefix("mount-hints-e2e.").tempdir().unwrap();
+        let pod = Pod { dir, runsc: runsc.path.clone(), runtime, annotations, containers: Vec::new() };
+        let rootfs = pod.rootfs();
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "cat", "echo", "sleep", "ls", "mkdir", "grep", "test"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        for dir in ["proc", "sys", "dev", "tmp", "shared", "scratch", "config", "logs", "data"] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+        }
+        std::fs::create_dir_all(pod.shm_dir()).unwrap();
+        std::fs::create_dir_all(pod.state()).unwrap();
+        std::fs::create_dir_all(pod.logs()).unwrap();
+        pod
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn rootfs(&self) -> PathBuf {
+        self.path("rootfs")
+    }
+    fn state(&self) -> PathBuf {
+        self.path("runsc-state")
+    }
+    fn logs(&self) -> PathBuf {
+        self.path("runsc-logs")
+    }
+    fn kubelet_root(&self) -> PathBuf {
+        self.path("var/lib/kubelet")
+    }
+    fn shm_dir(&self) -> PathBuf {
+        let rel = fixtures::shm_source(self.runtime);
+        self.path(rel.trim_start_matches('/'))
+    }
+
+    /// `pods/<uid>/volumes/<plugin>/<name>`, created like kubelet would.
+    fn volume(&self, plugin: &str, name: &str) -> PathBuf {
+        let path = self.kubelet_root().join("pods").join(UID).join("volumes").join(plugin).join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    fn sub_path(&self, volume: &str, container: &str) -> PathBuf {
+        let path =
+            self.kubelet_root().join("pods").join(UID).join("volume-subpaths").join(volume).join(container).join("0");
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// A bundle the way the runtime writes it: runsc's base spec, the runtime's annotations and mounts, the
+    /// pod annotations (containerd's `pod_annotations` / CRI-O's allowed annotations pass them to every spec).
+    fn bundle(&self, id: &str, sandbox: bool, args: &[&str], volume_mounts: Vec<Value>) -> PathBuf {
+        let mut annotations: serde_json::Map<String, Value> =
+            cri_annotations(self.runtime, sandbox).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        for (k, v) in &self.annotations {
+            annotations.insert(k.clone(), Value::String(v.clone()));
+        }
+        let shm_host = self.shm_dir();
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            json!({"destination": "/dev/shm", "type": "bind", "source": shm_host, "options": ["rbind", "rprivate", "rw"]}),
+        ];
+        mounts.extend(volume_mounts);
+        let spec = json!({
+            "ociVersion": "1.0.0",
+            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
+                        "env": ["PATH=/bin"]},
+            "root": {"path": self.rootfs(), "readonly": true},
+            "hostname": "pod",
+            "mounts": mounts,
+            "annotations": annotations,
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]},
+        });
+        let bundle = self.path(&format!("bundles/{id}"));
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        bundle
+    }
+
+    fn global_args(&self) -> Vec<String> {
+        vec![
+            format!("--root={}", self.state().display()),
+            "--network=none".into(),
+            "--platform=ptrace".into(),
+            "--debug".into(),
+            format!("--debug-log={}/", self.logs().display()),
+        ]
+    }
+
+    /// `runsc create` (through the hook unless `direct`), then `start`. runsc hands its stdio to the
+    /// container, so it gets files, never pipes.
+    fn run_container(&mut self, id: &str, bundle: &Path, direct: bool) -> Result<(), String> {
+        let out = File::create(self.path(&format!("{id}.out"))).unwrap();
+        let err_path = self.path(&format!("{id}.err"));
+        let err = File::create(&err_path).unwrap();
+        let mut create = if direct {
+            Command::new(&self.runsc)
+        } else {
+            let mut c = Command::new(HOOK);
+            c.arg("wrap").arg("--runtime").arg(&self.runsc).arg("--kubelet-root").arg(self.kubelet_root()).arg("--");
+            c
+        };
+        create.args(self.global_args()).args(["create", "--bundle"]).arg(bundle).arg(id);
+        let status = create.stdin(Stdio::null()).stdout(out).stderr(err).status().unwrap();
+        self.containers.push(id.to_owned());
+        if !status.success() {
+            return Err(format!(
+                "create {id} failed: {}\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default(),
+                self.boot_log()
+            ));
+        }
+        // `start` launches the container's gofer, which inherits its stdio: files again, not pipes.
+        let start_err = self.path(&format!("{id}.start.err"));
+        let status = Command::new(&self.runsc)
+            .args(self.global_args())
+            .args(["start", id])
+            .stdin(Stdio::null())
+            .stdout(File::create(self.path(&format!("{id}.start.out"))).unwrap())
+            .stderr(File::create(&start_err).unwrap())
+            .status()
+            .unwrap();
+        if !status.success() {
+            return Err(format!("start {id} failed: {}", std::fs::read_to_string(&start_err).unwrap_or_default()));
+        }
+        Ok(())
+    }
+
+    /// For commands that leave no process behind (exec, kill, delete), so their output can be piped.
+    fn runsc(&self, args: &[&str]) -> Output {
+        Command::new(&self.runsc).args(self.global_args()).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn exec(&self, id: &str, script: &str) -> String {
+        let out = self.runsc(&["exec", id, "/bin/sh", "-c", script]);
+        assert!(out.status.success(), "exec in {id} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The /proc/mounts line for `mount_point` inside container `id`.
+    fn mount_line(&self, id: &str, mount_point: &str) -> String {
+        let mounts = self.exec(id, "cat /proc/mounts");
+        mounts
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(mount_point))
+            .last()
+            .unwrap_or_else(|| panic!("{mount_point} not mounted in {id}:\n{mounts}"))
+            .to_owned()
+    }
+
+    fn boot_log(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.logs()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().contains("boot") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text.lines()
+            .filter(|l| l.contains("annotation") || l.contains("rror") || l.contains("hint"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        for id in self.containers.iter().rev() {
+            let _ = self.runsc(&["kill", id, "KILL"]);
+            let _ = self.runsc(&["delete", "--force", id]);
+        }
+    }
+}
+
+fn fstype(line: &str) -> &str {
+    line.split(' ').nth(2).unwrap_or_default()
+}
+
+/// The two-container pod of `tests/e2e/pod.yaml`, started through the hook.
+fn start_pod(runsc: &Runsc, runtime: Runtime) -> (Pod, BTreeMap<&'static str, PathBuf>) {
+    let mut pod = Pod::new(runsc, runtime, webhook_annotations(POD));
+    let mut host = BTreeMap::new();
+    host.insert("shared", pod.volume("kubernetes.io~empty-dir", "shared"));
+    host.insert("scratch", pod.volume("kubernetes.io~empty-dir", "scratch"));
+    host.insert("work", pod.volume("kubernetes.io~empty-dir", "work"));
+    host.insert("config", pod.volume("kubernetes.io~configmap", "config"));
+    host.insert("logs", pod.sub_path("work", "writer"));
+    std::fs::write(host["config"].join("app.conf"), "from-configmap\n").unwrap();
+    let bind = |dest: &str, src: &Path, ro: bool| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", if ro { "ro" } else { "rw" }]});
+    let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
+    pod.run_container(SANDBOX_ID, &sandbox, false).unwrap_or_else(|e| panic!("{} {runtime:?}: {e}", runsc.label));
+    let writer = pod.bundle(
+        "writer",
+        false,
+        &["/bin/sleep", "3600"],
+        vec![
+            bind("/shared", &host["shared"], false),
+            bind("/scratch", &host["scratch"], false),
+            bind("/config", &host["config"], true),
+            bind("/logs", &host["logs"], false),
+        ],
+    );
+    pod.run_container("writer", &writer, false).unwrap_or_else(|e| panic!("{} {runtime:?}: {e}", runsc.label));
+    let reader = pod.bundle("reader", false, &["/bin/sleep", "3600"], vec![bind("/shared", &host["shared"], true)]);
+    pod.run_container("reader", &reader, false).unwrap_or_else(|e| panic!("{} {runtime:?}: {e}", runsc.label));
+    (pod, host)
+}
+
+#[test]
+fn pod_volumes_become_shared_sandbox_tmpfs_on_both_runsc_releases_and_runtimes() {
+    for runsc in runsc_versions() {
+        for runtime in [Runtime::Containerd, Runtime::CriO] {
+            let what = format!("runsc {} {runtime:?}", runsc.label);
+            let (pod, host) = start_pod(&runsc, runtime);
+
+            // Memory emptyDir mounted by two containers: one sandbox tmpfs, the same bytes in both.
+            pod.exec("writer", "echo hello-from-writer > /shared/msg");
+            assert_eq!(pod.exec("reader", "cat /shared/msg"), "hello-from-writer\n", "{what}");
+            for id in ["writer", "reader"] {
+                let line = pod.mount_line(id, "/shared");
+                assert_eq!(fstype(&line), "tmpfs", "{what}: /shared in {id}: {line}");
+                eprintln!("{what}: {id} /shared: {line}");
+            }
+            assert_eq!(
+                std::fs::read_dir(&host["shared"]).unwrap().count(),
+                0,
+                "{what}: the host directory stays empty"
+            );
+
+            // Disk emptyDir used by one container.
+            pod.exec("writer", "echo on-disk > /scratch/file");
+            assert_eq!(pod.exec("writer", "cat /scratch/file"), "on-disk\n");
+            let line = pod.mount_line("writer", "/scratch");
+            eprintln!("{what}: writer /scratch: {line}");
+            let host_files: Vec<String> = std::fs::read_dir(&host["scratch"])
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if runsc.label == "2024" {
+                assert_eq!(fstype(&line), "tmpfs", "{what}: disk-backed sandbox tmpfs: {line}");
+                assert!(host_files.iter().any(|f| f.starts_with(".gvisor.filestore.")), "{what}: {host_files:?}");
+            } else {
+                assert_ne!(fstype(&line), "tmpfs", "{what}: the 2022 runsc keeps a bind: {line}");
+                assert_eq!(host_files, ["file"], "{what}: writes reach the host through the bind");
+            }
+
+            // /dev/shm: one tmpfs for the pod.
+            pod.exec("writer", "echo shm-data > /dev/shm/segment");
+            assert_eq!(pod.exec("reader", "cat /dev/shm/segment"), "shm-data\n", "{what}");
+            for id in ["writer", "reader"] {
+                let line = pod.mount_line(id, "/dev/shm");
+                assert_eq!(fstype(&line), "tmpfs", "{what}: /dev/shm in {id}: {line}");
+                eprintln!("{what}: {id} /dev/shm: {line}");
+            }
+
+            // subPath and configMap volumes stay plain binds and still work.
+            assert_eq!(pod.exec("writer", "cat /config/app.conf"), "from-configmap\n");
+            assert_ne!(fstype(&pod.mount_line("writer", "/config")), "tmpfs");
+            pod.exec("writer", "echo log-line > /logs/app.log");
+            assert_eq!(
+                std::fs::read_to_string(host["logs"].join("app.log")).unwrap(),
+                "log-line\n",
+                "{what}: subPath writes reach the host"
+            );
+            let logs = pod.mount_line("writer", "/logs");
+            assert_ne!(fstype(&logs), "tmpfs", "{what}: {logs}");
+            eprintln!("{what}: writer /config: {}", pod.mount_line("writer", "/config"));
+            eprintln!("{what}: writer /logs: {logs}");
+        }
+    }
+}
+
+#[test]
+fn hostile_author_annotations_still_boot_under_the_strict_runsc_and_mount_no_host_path() {
+    let runsc = runsc_versions().remove(0);
+    let annotations = webhook_annotations(HOSTILE_POD);
+    let mut pod = Pod::new(&runsc, Runtime::Containerd, annotations);
+    // The host path the author pointed the hint at, with something to find if it were ever mounted.
+    let secret = pod.path("host-secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("marker"), "host data").unwrap();
+    pod.annotations.insert("dev.gvisor.spec.mount.data.source".into(), secret.to_string_lossy().into_owned());
+    let data = pod.volume("kubernetes.io~empty-dir", "data");
+    let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
+    pod.run_container(SANDBOX_ID, &sandbox, false).expect("the strict runsc boots the hostile pod");
+    let app = pod.bundle(
+        "app",
+        false,
+        &["/bin/sleep", "3600"],
+        vec![json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw"]})],
+    );
+    pod.run_container("app", &app, false).unwrap();
+    assert_eq!(fstype(&pod.mount_line("app", "/data")), "tmpfs");
+    let listing = pod.exec("app", "ls -a /data; cat /proc/mounts");
+    assert!(!listing.contains("marker") && !listing.contains("host-secret"), "{listing}");
+}
+
+#[test]
+fn without_the_hook_the_strict_runsc_refuses_the_webhook_output() {
+    let runsc = runsc_versions().remove(0);
+    let mut pod = Pod::new(&runsc, Runtime::Containerd, webhook_annotations(POD));
+    pod.volume("kubernetes.io~empty-dir", "shared");
+    pod.volume("kubernetes.io~empty-dir", "scratch");
+    let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
+    let error =
+        pod.run_container(SANDBOX_ID, &sandbox, true).expect_err("runsc 2022 must refuse hints without a source");
+    // The cause is only in the boot log; stderr just says the sandbox never came up.
+    assert!(error.contains("creating pod mount hints: source field for \"shared\" has not been set"), "{error}");
+    eprintln!(
+        "control case (no hook, runsc 2022): {}",
+        error.lines().find(|l| l.contains("FATAL")).unwrap_or_default()
+    );
+}
