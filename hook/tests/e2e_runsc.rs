@@ -27,6 +27,9 @@ struct Runsc {
     path: PathBuf,
 }
 
+/// One pod at a time: a 2-core machine runs ptrace sandboxes slowly enough as it is.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn runsc_versions() -> Vec<Runsc> {
     let new_dir =
         std::env::var("MOUNT_HINTS_RUNSC_NEW_DIR").unwrap_or_else(|_| "/var/cache/mount-hints/runsc-backports".into());
@@ -284,6 +287,7 @@ fn start_pod(runsc: &Runsc, runtime: Runtime) -> (Pod, BTreeMap<&'static str, Pa
 
 #[test]
 fn pod_volumes_become_shared_sandbox_tmpfs_on_both_runsc_releases_and_runtimes() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for runsc in runsc_versions() {
         for runtime in [Runtime::Containerd, Runtime::CriO] {
             let what = format!("runsc {} {runtime:?}", runsc.label);
@@ -348,6 +352,7 @@ fn pod_volumes_become_shared_sandbox_tmpfs_on_both_runsc_releases_and_runtimes()
 
 #[test]
 fn hostile_author_annotations_still_boot_under_the_strict_runsc_and_mount_no_host_path() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runsc = runsc_versions().remove(0);
     let annotations = webhook_annotations(HOSTILE_POD);
     let mut pod = Pod::new(&runsc, Runtime::Containerd, annotations);
@@ -373,6 +378,7 @@ fn hostile_author_annotations_still_boot_under_the_strict_runsc_and_mount_no_hos
 
 #[test]
 fn without_the_hook_the_strict_runsc_refuses_the_webhook_output() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runsc = runsc_versions().remove(0);
     let mut pod = Pod::new(&runsc, Runtime::Containerd, webhook_annotations(POD));
     pod.volume("kubernetes.io~empty-dir", "shared");
