@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod check;
 pub mod completion;
+pub mod doctor;
 mod error;
 pub mod identity;
 pub mod node;

@@ -41,6 +41,18 @@ enum Mode {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Check a node's containerd / CRI-O configuration for what mount hints need; exit 1 when something is missing.
+    Doctor {
+        #[arg(long, value_name = "FILE", default_value = "/etc/containerd/config.toml")]
+        containerd_config: PathBuf,
+        #[arg(long, value_name = "FILE", default_value = "/etc/crio/crio.conf")]
+        crio_config: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = "/etc/crio/crio.conf.d")]
+        crio_config_dir: PathBuf,
+        /// Where the hook is installed on the node.
+        #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/mount-hints-hook")]
+        hook_path: PathBuf,
+    },
     /// Print what the completion would change in a bundle, without writing.
     Inspect {
         #[arg(long, value_name = "DIR")]
@@ -79,7 +91,8 @@ struct HookConfig {
 const DEFAULT_CONFIG: &str = "/etc/mount-hints/hook.json";
 const DEFAULT_RUNTIME: &str = "/usr/bin/runsc";
 const DEFAULT_KUBELET_ROOT: &str = "/var/lib/kubelet";
-const MODES: &[&str] = &["wrap", "precreate", "oci-hook", "inspect", "help", "--help", "-h", "--version", "-V"];
+const MODES: &[&str] =
+    &["wrap", "precreate", "oci-hook", "inspect", "doctor", "help", "--help", "-h", "--version", "-V"];
 
 fn load_config() -> Result<HookConfig, Error> {
     let path = std::env::var_os("MOUNT_HINTS_HOOK_CONFIG").map(PathBuf::from);
@@ -130,6 +143,9 @@ fn main() -> ExitCode {
         Mode::Precreate { node } => precreate(&node),
         Mode::OciHook { node } => oci_hook(&node),
         Mode::Inspect { bundle, node } => inspect(&node, &bundle),
+        Mode::Doctor { containerd_config, crio_config, crio_config_dir, hook_path } => {
+            return doctor(&containerd_config, &crio_config, &crio_config_dir, &hook_path);
+        }
     })
 }
 
@@ -247,4 +263,70 @@ fn inspect(node: &NodeArgs, bundle: &Path) -> Result<(), Error> {
         writeln!(out, "  warning: {warning}").map_err(write_err)?;
     }
     Ok(())
+}
+
+fn read_toml(path: &Path) -> Option<Result<toml::Table, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.parse::<toml::Table>().map_err(|e| format!("{}: {e}", path.display())))
+}
+
+fn doctor(containerd: &Path, crio: &Path, crio_dir: &Path, hook: &Path) -> ExitCode {
+    use mount_hints_hook::doctor::{check_containerd, check_crio, Finding};
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut seen_runtime = false;
+    let bad = |message: String| Finding { ok: false, message };
+    match read_toml(containerd) {
+        Some(Ok(config)) => {
+            seen_runtime = true;
+            let runsc_toml = |p: &str| read_toml(Path::new(p)).and_then(Result::ok);
+            findings.extend(check_containerd(&config, &runsc_toml, hook));
+        }
+        Some(Err(e)) => findings.push(bad(e)),
+        None => {}
+    }
+    let mut crio_files: Vec<PathBuf> = vec![crio.to_owned()];
+    let mut dropins: Vec<PathBuf> = std::fs::read_dir(crio_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    dropins.sort();
+    crio_files.extend(dropins);
+    let mut crio_tables = Vec::new();
+    for file in &crio_files {
+        match read_toml(file) {
+            Some(Ok(t)) => crio_tables.push(t),
+            Some(Err(e)) => findings.push(bad(e)),
+            None => {}
+        }
+    }
+    if !crio_tables.is_empty() {
+        seen_runtime = true;
+        findings.extend(check_crio(&crio_tables, hook));
+    }
+    if !seen_runtime {
+        findings.push(bad(format!(
+            "no containerd ({}) or CRI-O ({}) configuration found",
+            containerd.display(),
+            crio.display()
+        )));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(hook) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            findings.push(Finding { ok: true, message: format!("hook installed at {}", hook.display()) })
+        }
+        _ => findings.push(bad(format!("hook not installed at {} (or not executable)", hook.display()))),
+    }
+    let mut out = std::io::stdout().lock();
+    for f in &findings {
+        let _ = writeln!(out, "{} {}", if f.ok { "ok:     " } else { "missing:" }, f.message);
+    }
+    if findings.iter().all(|f| f.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
