@@ -23,7 +23,7 @@ use axum::Router;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bytes::Bytes;
-use mount_hints_webhook::certs::{issue, write_issued, CertRequest};
+use mount_hints_webhook::certs::write_issued;
 use mount_hints_webhook::serve::{server_config, CertFiles, CertStore};
 use support::{http_get, TlsClient};
 
@@ -49,15 +49,7 @@ fn main() {
     let _ = Command::new("taskset").args(["-p", "-c", "0", &std::process::id().to_string()]).output();
 
     let dir = tempfile::tempdir().unwrap();
-    let request = CertRequest {
-        service: "bench".into(),
-        namespace: "bench".into(),
-        extra_dns: vec![],
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        days: 1,
-        ca_days: 1,
-    };
-    let certs = issue(&request, None).unwrap();
+    let certs = support::loopback_certs(None);
     write_issued(dir.path(), &certs).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 

@@ -2,6 +2,8 @@
 //! etcd on loopback, registered with the MutatingWebhookConfiguration from `manifests/` (URL form), driven with
 //! the real `kubectl`. Needs the cached kube-apiserver, etcd and kubectl; a missing one is a failure.
 
+mod support;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use mount_hints_webhook::certs::{issue, write_issued, CertRequest};
+use mount_hints_webhook::certs::write_issued;
 use serde_json::Value;
 
 const WEBHOOK: &str = env!("CARGO_BIN_EXE_mount-hints-webhook");
@@ -209,15 +211,7 @@ fn webhook_configuration(port: u16, ca_pem: &str) -> String {
 fn the_api_server_calls_the_webhook_and_applies_its_patch() {
     let cluster = Cluster::start();
     let certs_dir = cluster.dir.path().join("webhook-certs");
-    let request = CertRequest {
-        service: "mount-hints-webhook".into(),
-        namespace: "mount-hints".into(),
-        extra_dns: vec![],
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        days: 1,
-        ca_days: 1,
-    };
-    let certs = issue(&request, None).unwrap();
+    let certs = support::loopback_certs(None);
     write_issued(&certs_dir, &certs).unwrap();
     let runtime_class = manifests().join("base/runtimeclass.yaml");
     cluster.kubectl_ok(&["apply", "-f", runtime_class.to_str().unwrap()], None);

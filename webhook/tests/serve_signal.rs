@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mount_hints_webhook::certs::{issue, write_issued, CertRequest};
+use mount_hints_webhook::certs::write_issued;
 use serde_json::Value;
-use support::{finish_partial_post, http_get, metric, start_partial_post, TlsClient};
+use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, TlsClient};
 
 const REVIEW: &str = include_str!("../examples/admission-review.json");
 
@@ -24,15 +24,7 @@ async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let request = CertRequest {
-        service: "mount-hints".into(),
-        namespace: "test".into(),
-        extra_dns: vec![],
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        days: 1,
-        ca_days: 1,
-    };
-    let certs = issue(&request, None).unwrap();
+    let certs = loopback_certs(None);
     write_issued(dir.path(), &certs).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mount-hints-webhook"))
         .args(["serve", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--no-cluster"])

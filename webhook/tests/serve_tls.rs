@@ -10,28 +10,16 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use mount_hints_webhook::certs::{issue, CertRequest, IssuedCerts};
+use mount_hints_webhook::certs::IssuedCerts;
 use mount_hints_webhook::serve::{self, CertFiles, ClusterAccess, Limits, RunningServer, ServeConfig, TlsSource};
 use mount_hints_webhook::MutationSettings;
 use serde_json::Value;
-use support::{finish_partial_post, http_get, metric, start_partial_post, TlsClient};
+use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, TlsClient};
 use tokio::sync::Notify;
 
 const REVIEW: &str = include_str!("../examples/admission-review.json");
 const LARGE: &str = include_str!("../benches/bodies/large.json");
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn issue_certs(ca: Option<&IssuedCerts>) -> IssuedCerts {
-    let request = CertRequest {
-        service: "mount-hints".into(),
-        namespace: "test".into(),
-        extra_dns: vec![],
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        days: 2,
-        ca_days: 2,
-    };
-    issue(&request, ca.map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone()))).unwrap()
-}
 
 /// Lays the pair out the way the kubelet mounts a Secret: `..<version>/` holds the files, `..data` points at
 /// it, and `tls.crt`/`tls.key` point through `..data`. A new version is published by swapping `..data`.
@@ -71,7 +59,7 @@ fn files(dir: &Path) -> TlsSource {
 
 async fn start_with_secret(http2: bool) -> (RunningServer, IssuedCerts, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = issue_certs(None);
+    let certs = loopback_certs(None);
     publish_secret(dir.path(), "v1", certs.cert_pem.as_bytes(), certs.key_pem.as_bytes());
     let server = serve::start(ServeConfig { http2, ..config(files(dir.path())) }).await.unwrap();
     (server, certs, dir)
@@ -194,7 +182,7 @@ async fn every_kind_of_bad_request_gets_a_clear_reply_and_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotates_under_load_without_a_failed_request() {
     let (server, first, dir) = start_with_secret(false).await;
-    let second = issue_certs(Some(&first));
+    let second = loopback_certs(Some(&first));
     let client = Arc::new(TlsClient::new(&first.ca_cert_pem, server.addr));
     let done_with_old = Arc::new(Notify::new());
     let requests = Arc::new(AtomicUsize::new(0));
@@ -233,7 +221,7 @@ async fn certificate_rotates_under_load_without_a_failed_request() {
         metric(&metrics, "mount_hints_webhook_certificate_reload_failures_total") >= 1.0
     })
     .await;
-    let other = issue_certs(None);
+    let other = loopback_certs(None);
     publish_secret(dir.path(), "v3", second.cert_pem.as_bytes(), other.key_pem.as_bytes());
     wait_for("a second reload failure", async || {
         let metrics = http_get(server.health_addr, "/metrics").await.unwrap().1;
@@ -257,7 +245,7 @@ async fn not_ready_until_a_valid_certificate_appears() {
     let server = serve::start(config(files(dir.path()))).await.unwrap();
     let (status, body) = http_get(server.health_addr, "/readyz").await.unwrap();
     assert_eq!((status, body.as_str()), (503, "no valid serving certificate"));
-    let certs = issue_certs(None);
+    let certs = loopback_certs(None);
     publish_secret(dir.path(), "v1", certs.cert_pem.as_bytes(), certs.key_pem.as_bytes());
     wait_for("readiness", async || http_get(server.health_addr, "/readyz").await.unwrap().0 == 200).await;
     let mut conn = TlsClient::new(&certs.ca_cert_pem, server.addr).connect().await.unwrap();

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+
+use mount_hints_webhook::certs::{issue, CertRequest, IssuedCerts};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -140,4 +142,18 @@ pub fn metric(text: &str, sample: &str) -> f64 {
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A short-lived serving certificate with the IP SAN 127.0.0.1 (what a client dialling loopback checks),
+/// signed by `ca` or by a new CA.
+pub fn loopback_certs(ca: Option<&IssuedCerts>) -> IssuedCerts {
+    let request = CertRequest {
+        service: "mount-hints-webhook".into(),
+        namespace: "mount-hints".into(),
+        extra_dns: vec![],
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        days: 2,
+        ca_days: 2,
+    };
+    issue(&request, ca.map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone()))).unwrap()
 }
