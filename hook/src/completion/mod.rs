@@ -69,7 +69,7 @@ pub fn complete(spec: &Value, node: &dyn NodeView, strict: bool) -> Result<Compl
     if strict && !edit.dropped.is_empty() {
         return Err(Error::Strict(edit.dropped.join("; ")));
     }
-    let SpecEdit { spec, changes, warnings, .. } = edit.finish();
+    let SpecEdit { spec, changes, warnings, .. } = edit;
     Ok(Completion { spec, kind, changes, warnings })
 }
 
@@ -138,10 +138,6 @@ impl SpecEdit {
 
     fn mounts_mut(&mut self) -> Option<&mut Vec<Value>> {
         self.spec.get_mut("mounts").and_then(Value::as_array_mut)
-    }
-
-    fn finish(self) -> SpecEdit {
-        self
     }
 }
 
