@@ -71,7 +71,7 @@ pub fn is_valid_annotation_key(key: &str) -> bool {
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= DNS1123_SUBDOMAIN_MAX && s.split('.').all(|label| is_dns1123_label(label))
+    !s.is_empty() && s.len() <= DNS1123_SUBDOMAIN_MAX && s.split('.').all(is_dns1123_label)
 }
 
 #[cfg(test)]

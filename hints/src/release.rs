@@ -23,7 +23,7 @@ impl RunscRelease {
 
     pub fn from_date(yyyymmdd: u32) -> Result<Self, ReleaseError> {
         let (month, day) = (yyyymmdd / 100 % 100, yyyymmdd % 100);
-        if (2018_00_00..2100_00_00).contains(&yyyymmdd) && (1..=12).contains(&month) && (1..=31).contains(&day) {
+        if (20_180_000..21_000_000).contains(&yyyymmdd) && (1..=12).contains(&month) && (1..=31).contains(&day) {
             Ok(RunscRelease(yyyymmdd))
         } else {
             Err(ReleaseError(yyyymmdd.to_string()))

@@ -221,8 +221,7 @@ impl Pod {
         let mounts = self.exec(id, "cat /proc/mounts");
         mounts
             .lines()
-            .filter(|l| l.split(' ').nth(1) == Some(mount_point))
-            .last()
+            .rfind(|l| l.split(' ').nth(1) == Some(mount_point))
             .unwrap_or_else(|| panic!("{mount_point} not mounted in {id}:\n{mounts}"))
             .to_owned()
     }

@@ -52,7 +52,9 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn every_example_gets_the_documented_hints_and_warnings() {
-    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+    /// (example file, expected hints as `name.field` = value, expected warning fragments)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         ("shared-memory.yaml", &[("cache.share", "pod"), ("cache.type", "tmpfs")], &[]),
         ("disk-scratch.yaml", &[("scratch.share", "container"), ("scratch.type", "bind")], &[]),
         ("subpath.yaml", &[], &["volume \"work\" not hinted: container \"main\" mounts it with subPath"]),
