@@ -198,6 +198,15 @@ fn log_completion(completion: &Completion, what: &str) {
 /// spec as it was (the runtime then reports its own error) unless `--strict`.
 fn wrap(node: &NodeArgs, runtime: Option<PathBuf>, args: &[OsString]) -> Result<(), Error> {
     let resolved = resolve(node, runtime)?;
+    // A runtime path that leads back here (hook.json naming the hook, or a runsc symlink to it) would exec
+    // forever; refuse it with the fix.
+    let same = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
+    if std::env::current_exe().is_ok_and(|me| same(&me, &resolved.runtime)) {
+        return Err(Error::Usage(format!(
+            "the runtime {} is this hook itself: set \"runtime\" in hook.json (or --runtime) to the real runsc",
+            resolved.runtime.display()
+        )));
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     if let Some(bundle) = parse_runtime_args(args, &cwd).bundle {
         match complete_bundle(&resolved, &bundle) {

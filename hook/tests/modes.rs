@@ -201,3 +201,10 @@ fn inspect_prints_changes_without_writing() {
     assert!(stdout.contains("mount /dev/shm: type bind -> tmpfs"));
     assert_eq!(std::fs::read(bundle.join("config.json")).unwrap(), before);
 }
+
+#[test]
+fn a_runtime_that_is_the_hook_itself_is_refused_not_looped() {
+    let out = run(&["wrap", "--runtime", HOOK, "--", "start", "id"], &[], b"");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is this hook itself"), "{}", text(&out.stderr));
+}
