@@ -228,10 +228,15 @@ fn complete_bundle(resolved: &Resolved, bundle: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn precreate(node: &NodeArgs) -> Result<(), Error> {
-    let resolved = resolve(node, None)?;
+fn read_stdin() -> Result<Vec<u8>, Error> {
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input).map_err(|source| Error::Read { path: "<stdin>".into(), source })?;
+    Ok(input)
+}
+
+fn precreate(node: &NodeArgs) -> Result<(), Error> {
+    let resolved = resolve(node, None)?;
+    let input = read_stdin()?;
     let spec = serde_json::from_slice(&input).map_err(|source| Error::Json { path: "<stdin>".into(), source })?;
     let completion = complete(&spec, &host_node(&resolved, false), resolved.strict)?;
     log_completion(&completion, "precreate");
@@ -243,8 +248,7 @@ fn precreate(node: &NodeArgs) -> Result<(), Error> {
 
 fn oci_hook(node: &NodeArgs) -> Result<(), Error> {
     let resolved = resolve(node, None)?;
-    let mut input = Vec::new();
-    std::io::stdin().read_to_end(&mut input).map_err(|source| Error::Read { path: "<stdin>".into(), source })?;
+    let input = read_stdin()?;
     let state: oci_spec::runtime::State =
         serde_json::from_slice(&input).map_err(|source| Error::Json { path: "<stdin>".into(), source })?;
     let spec = read_config(state.bundle())?;

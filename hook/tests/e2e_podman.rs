@@ -21,13 +21,7 @@ impl Podman {
         assert!(Path::new("/usr/bin/runsc").exists(), "runsc not found: run tests/install-deps (as root)");
         let dir = tempfile::Builder::new().prefix("mount-hints-podman.").tempdir().unwrap();
         let podman = Podman { dir };
-        let rootfs = podman.path("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::create_dir_all(rootfs.join("cache")).unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "grep", "echo", "ls"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        fixtures::busybox_rootfs(&podman.path("rootfs"), &["cache"]);
         for hooks in ["hooks", "no-hooks"] {
             std::fs::create_dir_all(podman.path(hooks)).unwrap();
         }

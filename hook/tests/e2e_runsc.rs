@@ -74,15 +74,10 @@ impl Pod {
     fn new(runsc: &Runsc, runtime: Runtime, annotations: BTreeMap<String, String>) -> Pod {
         let dir = tempfile::Builder::new().prefix("mount-hints-e2e.").tempdir().unwrap();
         let pod = Pod { dir, runsc: runsc.path.clone(), runtime, annotations, containers: Vec::new() };
-        let rootfs = pod.rootfs();
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "echo", "sleep", "ls", "mkdir", "grep", "test"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        for dir in ["proc", "sys", "dev", "tmp", "shared", "scratch", "config", "logs", "data"] {
-            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
-        }
+        fixtures::busybox_rootfs(
+            &pod.rootfs(),
+            &["proc", "sys", "dev", "tmp", "shared", "scratch", "config", "logs", "data"],
+        );
         std::fs::create_dir_all(pod.shm_dir()).unwrap();
         std::fs::create_dir_all(pod.state()).unwrap();
         std::fs::create_dir_all(pod.logs()).unwrap();

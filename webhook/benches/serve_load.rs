@@ -25,7 +25,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bytes::Bytes;
 use mount_hints_webhook::certs::write_issued;
 use mount_hints_webhook::serve::{server_config, CertFiles, CertStore};
-use support::{http_get, TlsClient};
+use support::{free_port, http_get, TlsClient};
 
 const BODIES: [(&str, &str); 3] = [
     ("small", include_str!("bodies/small.json")),
@@ -251,10 +251,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The floor: the webhook's own TLS configuration and server stack, a constant reply, no decoding.

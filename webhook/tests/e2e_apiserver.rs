@@ -5,7 +5,6 @@
 mod support;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,10 +15,6 @@ use serde_json::Value;
 
 const WEBHOOK: &str = env!("CARGO_BIN_EXE_mount-hints-webhook");
 const TOKEN: &str = "mount-hints-e2e-token";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -57,7 +52,7 @@ impl Cluster {
         let apiserver = kube_apiserver();
         let dir = tempfile::Builder::new().prefix("mount-hints-kube.").tempdir().unwrap();
         let d = dir.path().to_owned();
-        let (client, peer, secure) = (free_port(), free_port(), free_port());
+        let (client, peer, secure) = (support::free_port(), support::free_port(), support::free_port());
         let log = |name: &str| File::create(d.join(name)).unwrap();
         let etcd = Command::new("etcd")
             .arg("--data-dir")
@@ -151,7 +146,7 @@ struct Webhook {
 
 impl Webhook {
     fn start(dir: &Path, kubeconfig: &Path) -> Webhook {
-        let (port, health) = (free_port(), free_port());
+        let (port, health) = (support::free_port(), support::free_port());
         let child = Command::new(WEBHOOK)
             .args(["serve", "--drain-delay", "0s", "--log-format", "json"])
             .arg(format!("--listen=127.0.0.1:{port}"))

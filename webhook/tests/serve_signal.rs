@@ -5,21 +5,12 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use mount_hints_webhook::certs::write_issued;
 use serde_json::Value;
-use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, TlsClient};
+use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, wait_for, TlsClient};
 
 const REVIEW: &str = include_str!("../examples/admission-review.json");
-
-async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !condition().await {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits_zero() {
@@ -51,7 +42,7 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let client = TlsClient::new(&certs.ca_cert_pem, addr);
     let body = REVIEW.as_bytes();
     let in_flight = start_partial_post(&client, body, 100).await;
-    until("the request in flight", async || {
+    wait_for("the request in flight", async || {
         metric(&http_get(health, "/metrics").await.unwrap().1, "mount_hints_webhook_admission_in_flight_requests")
             == 1.0
     })
@@ -59,7 +50,7 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
 
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
-    until("not ready", async || http_get(health, "/readyz").await.is_ok_and(|(s, _)| s == 503)).await;
+    wait_for("not ready", async || http_get(health, "/readyz").await.is_ok_and(|(s, _)| s == 503)).await;
     let response = finish_partial_post(in_flight, &body[100..]).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"uid\":\"7f0b2c1e-5a4d-4c3b-9e2f-000000000001\""));

@@ -14,7 +14,7 @@ use mount_hints_webhook::certs::IssuedCerts;
 use mount_hints_webhook::serve::{self, CertFiles, ClusterAccess, Limits, RunningServer, ServeConfig, TlsSource};
 use mount_hints_webhook::MutationSettings;
 use serde_json::Value;
-use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, TlsClient};
+use support::{finish_partial_post, http_get, loopback_certs, metric, start_partial_post, wait_for, TlsClient};
 use tokio::sync::Notify;
 
 const REVIEW: &str = include_str!("../examples/admission-review.json");
@@ -87,15 +87,6 @@ fn assert_patched_reply(request: &str, status: u16, body: &[u8]) {
         .unwrap()
         .keys()
         .any(|k| k.starts_with("dev.gvisor.spec.mount.")));
-}
-
-async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !condition().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,3 +157,18 @@ pub fn loopback_certs(ca: Option<&IssuedCerts>) -> IssuedCerts {
     };
     issue(&request, ca.map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone()))).unwrap()
 }
+
+/// Polls `condition` until it holds, failing the test after 30 seconds. For waiting on another process's state
+/// (a metric, readiness), never as a stand-in for synchronisation inside this one.
+pub async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
