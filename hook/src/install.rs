@@ -153,10 +153,12 @@ pub fn install(
         return Err(InstallError::Symlink { path: shim_path });
     }
     let mut shim_write = None;
+    // Printed last: the shim's file is written last.
+    let shim_line;
     let shim_runtime = match &shim_text {
         None if runsc_toml_required => return Err(InstallError::Missing { path: shim_path }),
         None => {
-            report.push(format!("{}: not found, no gVisor shim to wire", runsc_toml.display()));
+            shim_line = format!("{}: not found, no gVisor shim to wire", runsc_toml.display());
             None
         }
         Some(text) => {
@@ -164,17 +166,17 @@ pub fn install(
                 text.parse().map_err(|source| InstallError::Toml { path: shim_path.clone(), source })?;
             let current = binary_name(&doc, &shim_path)?;
             if current.as_deref() == Some(HOOK_PATH) {
-                report.push(format!("{}: binary_name already runs the hook", runsc_toml.display()));
+                shim_line = format!("{}: binary_name already runs the hook", runsc_toml.display());
                 // The runsc it ran before is only known from an earlier install.
                 state.runsc_toml.as_ref().filter(|e| e.path == runsc_toml).and_then(|e| e.previous_binary_name.clone())
             } else {
                 set_binary_name(&mut doc, Some(HOOK_PATH));
                 let after = doc.to_string();
-                report.push(format!(
+                shim_line = format!(
                     "{}: binary_name {} -> \"{HOOK_PATH}\" (the previous value is kept in {STATE})",
                     runsc_toml.display(),
                     current.as_deref().map_or("(unset)".to_owned(), |c| format!("{c:?}")),
-                ));
+                );
                 state.runsc_toml = Some(ShimEdit {
                     path: runsc_toml.to_owned(),
                     before: text.clone(),
@@ -237,6 +239,7 @@ pub fn install(
         let mode = std::fs::metadata(&shim_path).map(|m| m.mode() & 0o7777).unwrap_or(0o644);
         write_atomic(&shim_path, after.as_bytes(), mode)?;
     }
+    report.push(shim_line);
     Ok(report)
 }
 
