@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mount_hints::RunscRelease;
-use mount_hints_hook::config::{Flags, DEFAULT_CONFIG, HOOK_PATH};
+use mount_hints_hook::config::{Flags, DEFAULT_CONFIG, DEFAULT_KUBELET_ROOT, DEFAULT_RUNTIME, HOOK_PATH};
 use mount_hints_hook::doctor::{DEFAULT_CONTAINERD_CONFIG, DEFAULT_CRIO_CONFIG, DEFAULT_CRIO_CONFIG_DIR};
+use mount_hints_hook::install::DEFAULT_RUNSC_TOML;
 use mount_hints_hook::runtime::SUBCOMMANDS;
 
 /// Completes gVisor mount hints in OCI bundles before runsc reads them. Called with runsc's arguments (no
@@ -43,8 +44,9 @@ pub enum Mode {
 
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
-    /// The kubelet's root directory (symlinks are resolved) [default: /var/lib/kubelet].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help = format!(
+        "The kubelet's root directory (symlinks are resolved) [default: hook.json's, else {DEFAULT_KUBELET_ROOT}]"
+    ))]
     pub kubelet_root: Option<PathBuf>,
     /// The runsc release in use (YYYYMMDD, release-YYYYMMDD.N or 0.0~YYYYMMDD.N); detected from the runtime
     /// in wrap mode when not given, the strictest rules otherwise.
@@ -68,8 +70,7 @@ impl NodeArgs {
 
 #[derive(Args, Debug)]
 pub struct WrapArgs {
-    /// The real runtime [default: hook.json's, else /usr/bin/runsc].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help = format!("The real runtime [default: hook.json's, else {DEFAULT_RUNTIME}]"))]
     pub runtime: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
@@ -116,14 +117,15 @@ pub struct HostRootArgs {
 pub struct InstallArgs {
     #[command(flatten)]
     pub host: HostRootArgs,
-    /// The gVisor shim's configuration, a path on the node [default: /etc/containerd/runsc.toml, when present].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help = format!(
+        "The gVisor shim's configuration, a path on the node (it must exist) [default: {DEFAULT_RUNSC_TOML}, when present]"
+    ))]
     pub runsc_toml: Option<PathBuf>,
 }
 
 /// Whether `args` (without the program name) call one of the modes rather than runsc. A mode that shares its
-/// name with a runsc subcommand (`install`, `uninstall`) is chosen only with one of its required flags, which
-/// runsc's never take.
+/// name with a runsc subcommand (`install`, `uninstall`) is chosen only with one of its own flags, which runsc's
+/// never take, or with `-h`/`--help` (no shim asks runsc's install for its help through the hook).
 pub fn names_a_mode(args: &[OsString]) -> bool {
     let Some(first) = args.first().and_then(|a| a.to_str()) else { return false };
     let cli = Cli::command();
@@ -131,11 +133,10 @@ pub fn names_a_mode(args: &[OsString]) -> bool {
     if !SUBCOMMANDS.contains(&first) {
         return true;
     }
-    let required: Vec<String> =
-        mode.get_arguments().filter(|a| a.is_required_set()).filter_map(|a| a.get_long()).map(String::from).collect();
-    args[1..].iter().filter_map(|a| a.to_str()?.strip_prefix("--")).any(|flag| {
-        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
-        required.iter().any(|r| r == name)
+    let own: Vec<&str> = mode.get_arguments().filter_map(|a| a.get_long()).chain(["help"]).collect();
+    args[1..].iter().filter_map(|a| a.to_str()).any(|arg| {
+        let flag = arg.strip_prefix("--").map(|f| f.split_once('=').map_or(f, |(name, _)| name));
+        arg == "-h" || flag.is_some_and(|f| own.contains(&f))
     })
 }
 
@@ -152,7 +153,7 @@ mod tests {
         for mode in ["wrap --", "precreate", "oci-hook", "inspect --bundle b", "doctor", "idle", "version"] {
             assert!(names(mode), "{mode}");
         }
-        for runsc in ["install --host-root /host", "uninstall --host-root=/host"] {
+        for runsc in ["install --host-root /host", "uninstall --host-root=/host", "install --help", "install -h"] {
             assert!(names(runsc), "{runsc}");
         }
         for runsc in [
@@ -176,6 +177,8 @@ mod tests {
         for mode in Cli::command().get_subcommands() {
             if SUBCOMMANDS.contains(&mode.get_name()) {
                 assert!(mode.get_arguments().any(|a| a.is_required_set()), "{} would hide runsc's", mode.get_name());
+                // runsc's install and uninstall take single-dash Go flags of their own, none of the hook's.
+                assert!(!names(&format!("{} -runtime runsc", mode.get_name())));
             }
         }
     }
