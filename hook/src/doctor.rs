@@ -5,6 +5,12 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
+use crate::config::HookConfig;
+
+pub const DEFAULT_CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+pub const DEFAULT_CRIO_CONFIG: &str = "/etc/crio/crio.conf";
+pub const DEFAULT_CRIO_CONFIG_DIR: &str = "/etc/crio/crio.conf.d";
+
 /// A hint annotation key every working configuration must let through to the runtime.
 const PROBE_KEY: &str = "dev.gvisor.spec.mount.probe.type";
 const GVISOR_SHIM: &str = "io.containerd.runsc.v1";
@@ -130,6 +136,29 @@ pub fn check_crio(configs: &[Table], hook: &Path) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// hook.json as the hook standing in for runsc reads it: the runtime it names must be a real runsc, neither
+/// missing nor the hook itself (an absent hook.json is the default configuration). `is_executable` answers
+/// for node paths.
+pub fn check_hook_config(
+    config: Result<HookConfig, String>,
+    config_path: &Path,
+    hook: &Path,
+    is_executable: &dyn Fn(&Path) -> bool,
+) -> Vec<Finding> {
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return vec![missing(e)],
+    };
+    let runtime = config.runtime.unwrap_or_else(|| crate::config::DEFAULT_RUNTIME.into());
+    if runtime == hook {
+        vec![missing(format!("{}: runtime {} is the hook itself", config_path.display(), runtime.display()))]
+    } else if !is_executable(&runtime) {
+        vec![missing(format!("{}: runtime {} is not an executable file", config_path.display(), runtime.display()))]
+    } else {
+        vec![ok(format!("{}: the hook runs {}", config_path.display(), runtime.display()))]
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 use std::path::PathBuf;
 
+use crate::config::ConfigError;
+use crate::install::InstallError;
+
 /// Every failure of the hook crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -8,13 +11,33 @@ pub enum Error {
     #[error("--strict: {0}")]
     Strict(String),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not valid JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot run {path}: {source}")]
-    Exec { path: PathBuf, source: std::io::Error },
+    Exec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }

@@ -18,6 +18,10 @@ impl Node {
     fn new() -> Node {
         let node = Node { dir: tempfile::tempdir().unwrap() };
         std::fs::create_dir_all(node.path("crio.conf.d")).unwrap();
+        let runsc = node.path("runsc");
+        std::fs::write(&runsc, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&runsc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(node.path("hook.json"), serde_json::json!({"runtime": runsc}).to_string()).unwrap();
         node
     }
     fn path(&self, rel: &str) -> PathBuf {
@@ -56,6 +60,8 @@ impl Node {
             .arg(self.path("crio.conf.d"))
             .arg("--hook-path")
             .arg(hook)
+            .arg("--hook-config")
+            .arg(self.path("hook.json"))
             .output()
             .unwrap();
         (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
@@ -115,4 +121,24 @@ fn crio_nodes_are_checked_too() {
     let (code, report) = node.doctor(&hook);
     assert_eq!(code, 1);
     assert!(report.contains("no containerd"), "{report}");
+}
+
+#[test]
+fn the_runtime_hook_json_names_must_be_a_real_runsc() {
+    let node = Node::new();
+    let hook = node.install_hook();
+    node.containerd(&hook, |c| c);
+    let (code, report) = node.doctor(&hook);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains(&format!("the hook runs {}", node.path("runsc").display())), "{report}");
+    for (runtime, says) in [(node.path("gone"), "is not an executable file"), (hook.clone(), "is the hook itself")] {
+        std::fs::write(node.path("hook.json"), serde_json::json!({"runtime": runtime}).to_string()).unwrap();
+        let (code, report) = node.doctor(&hook);
+        assert_eq!(code, 1);
+        assert!(report.contains(says), "{report}");
+    }
+    std::fs::write(node.path("hook.json"), "{\"runtme\": \"/usr/bin/runsc\"}").unwrap();
+    let (code, report) = node.doctor(&hook);
+    assert_eq!(code, 1);
+    assert!(report.contains("unknown field"), "{report}");
 }
