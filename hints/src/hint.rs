@@ -37,7 +37,17 @@ impl<'a> RawHint<'a> {
     /// runsc uses a hint only when `type`, `share` and `source` are all present; the 2022 release refuses the
     /// pod otherwise, later ones drop the hint.
     pub fn check_complete(&self) -> Result<(), Incomplete> {
-        let missing: Vec<HintField> = REQUIRED_FIELDS.into_iter().filter(|f| !self.fields.contains_key(f)).collect();
+        self.check_present(REQUIRED_FIELDS.into_iter())
+    }
+
+    /// What a pod's hint must carry before it reaches a node: every required field but `source`, which only
+    /// the node can add.
+    pub fn check_complete_but_source(&self) -> Result<(), Incomplete> {
+        self.check_present(REQUIRED_FIELDS.into_iter().filter(|f| *f != HintField::Source))
+    }
+
+    fn check_present(&self, required: impl Iterator<Item = HintField>) -> Result<(), Incomplete> {
+        let missing: Vec<HintField> = required.filter(|f| !self.fields.contains_key(f)).collect();
         if missing.is_empty() {
             Ok(())
         } else {
@@ -46,7 +56,13 @@ impl<'a> RawHint<'a> {
     }
 }
 
-/// The fields without which runsc does not use a hint.
+impl<'a> Extend<(HintField, &'a str)> for RawHint<'a> {
+    fn extend<I: IntoIterator<Item = (HintField, &'a str)>>(&mut self, fields: I) {
+        self.fields.extend(fields);
+    }
+}
+
+/// The fields without which runsc does not use a hint (the webhook provides all but `source`).
 pub const REQUIRED_FIELDS: [HintField; 3] = [HintField::Type, HintField::Share, HintField::Source];
 
 /// The required fields a hint lacks.
@@ -147,7 +163,9 @@ mod tests {
         let mut hint = RawHint::default();
         assert_eq!(hint.check_complete(), Err(Incomplete(REQUIRED_FIELDS.to_vec())));
         hint.insert(HintField::Type, "bind");
+        assert_eq!(hint.check_complete_but_source(), Err(Incomplete(vec![HintField::Share])));
         hint.insert(HintField::Share, "pod");
+        assert_eq!(hint.check_complete_but_source(), Ok(()));
         hint.insert(HintField::Options, "rw");
         let err = hint.check_complete().unwrap_err();
         assert_eq!(err, Incomplete(vec![HintField::Source]));

@@ -8,7 +8,7 @@ mod volumes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use json_patch::Patch;
-use mount_hints::{hint_key, is_valid_annotation_key, Directfs, HintField, HintType, Share};
+use mount_hints::{hint_key, is_valid_annotation_key, Directfs, HintField, HintType, RawHint, Share};
 
 pub use patch::prefixed_patch_json;
 
@@ -126,9 +126,13 @@ fn merge_hint(
     let hint_type = author.hint_type.or(ours.map(|h| h.hint_type));
     let share = author.share.or(ours.map(|h| h.share));
     let options = author.options.map(str::to_owned).or_else(|| ours.and_then(|h| h.options.clone()));
-    let (Some(hint_type), Some(share)) = (hint_type, share) else {
-        return Err("a hint needs both type and share, and the webhook has no value to add for this volume".into());
-    };
+    let mut raw = RawHint::default();
+    raw.extend(hint_type.map(|t| (HintField::Type, t.as_str())));
+    raw.extend(share.map(|s| (HintField::Share, s.as_str())));
+    if let Err(e) = raw.check_complete_but_source() {
+        return Err(format!("it {e}, and the webhook has no value to add for this volume"));
+    }
+    let (Some(hint_type), Some(share)) = (hint_type, share) else { unreachable!("checked complete") };
     let widened_share = share.widened_to(Share::for_containers(mounted_by));
     let widened = (widened_share != share).then(|| {
         format!("share of volume {name:?} widened from {share} to {widened_share}: {mounted_by} containers mount it")
