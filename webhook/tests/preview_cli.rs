@@ -234,29 +234,16 @@ spec:
 
 #[test]
 fn pod_templates_nested_in_custom_resources_are_previewed_with_their_path() {
-    let input = r#"apiVersion: leaderworkerset.x-k8s.io/v1
-kind: LeaderWorkerSet
-metadata: {name: lws}
-spec:
-  leaderWorkerTemplate:
-    size: 2
-    leaderTemplate:
-      spec:
-        volumes: [{name: dshm, emptyDir: {medium: Memory}}]
-        containers: [{name: l, image: x, volumeMounts: [{name: dshm, mountPath: /dev/shm}]}]
-    workerTemplate:
-      metadata: {labels: {a: b}}
-      spec:
-        volumes: [{name: cache, emptyDir: {}}]
-        containers: [{name: w, image: x, volumeMounts: [{name: cache, mountPath: /c}]}]
-"#;
-    let out = preview(&["-o", "json", "--assume-gvisor"], Some(input));
+    let out = preview(&["-o", "json", example("leaderworkerset.yaml").to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let object: Value = serde_json::from_slice(&out.stdout).unwrap();
     let lwt = &object["spec"]["leaderWorkerTemplate"];
     assert_eq!(lwt["leaderTemplate"]["metadata"]["annotations"]["dev.gvisor.spec.mount.dshm.type"], "tmpfs");
-    assert_eq!(lwt["workerTemplate"]["metadata"]["annotations"]["dev.gvisor.spec.mount.cache.type"], "bind");
-    assert_eq!(lwt["workerTemplate"]["metadata"]["labels"]["a"], "b");
+    let worker = &lwt["workerTemplate"]["metadata"];
+    assert_eq!(worker["annotations"]["dev.gvisor.spec.mount.cache.type"], "bind");
+    // The source-less volume is an emptyDir mounted by two containers.
+    assert_eq!(worker["annotations"]["dev.gvisor.spec.mount.socket.share"], "pod");
+    assert_eq!(worker["labels"]["role"], "worker");
     let stderr = text(&out.stderr);
     for path in ["/spec/leaderWorkerTemplate/leaderTemplate", "/spec/leaderWorkerTemplate/workerTemplate"] {
         assert!(
