@@ -76,10 +76,10 @@ pub(crate) fn review_author_annotations<'a>(
     }
     let oldest = settings.oldest_runsc();
     for (name, raw) in groups.hints {
-        let keys = raw.fields().map(|(field, _)| (field, annotation_key(annotations, name, field)));
-        let keys: Vec<(HintField, &'a str)> = keys.collect();
+        let key_of = |field| annotation_key(annotations, name, field);
         if !volumes.all.contains(name) {
-            for (field, key) in keys {
+            for (field, _) in raw.fields() {
+                let key = key_of(field);
                 let reason = if field == HintField::Source {
                     SOURCE_IS_THE_NODES.to_owned()
                 } else {
@@ -90,8 +90,8 @@ pub(crate) fn review_author_annotations<'a>(
             continue;
         }
         let mut hint = AuthorHint::default();
-        for (field, key) in keys {
-            let value = raw.get(field).expect("listed from the same hint");
+        for (field, value) in raw.fields() {
+            let key = key_of(field);
             let verdict = match field {
                 HintField::Source => Err(SOURCE_IS_THE_NODES.to_owned()),
                 _ => check_field(field, value, oldest)
