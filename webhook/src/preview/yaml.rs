@@ -5,9 +5,12 @@
 //! input said.
 //!
 //! serde-saphyr does the parsing, the scalar resolution and the quoting; this module only chooses its YAML
-//! 1.1 options and bounds the work an input can cause.
+//! 1.1 options, bounds the work an input can cause, and narrows the boolean spellings to go-yaml's.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
 use crate::Error;
 
@@ -21,6 +24,48 @@ const PARSER_STACK_BYTES: usize = 64 << 20;
 
 const BYTE_ORDER_MARK: char = '\u{feff}';
 
+/// The spellings go-yaml v2 (and so kubectl) resolves to booleans. serde-saphyr accepts the same words in any
+/// case; kubectl reads `yEs` as a string.
+const GO_YAML_BOOLEANS: [&str; 22] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on",
+    "On", "ON", "off", "Off", "OFF",
+];
+
+/// Quotes every plain scalar that is a YAML 1.1 boolean word in a casing go-yaml does not resolve (`yEs`,
+/// `oN`), so that it is read as the string kubectl reads. The positions come from the YAML parser's events; a
+/// stream it cannot parse is returned unchanged for the reader to report.
+fn quote_mixed_case_booleans(text: &str) -> Cow<'_, str> {
+    let mut spans = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else { break };
+        let Event::Scalar(value, ScalarStyle::Plain, _, None) = event else { continue };
+        let boolean_word =
+            ["y", "yes", "n", "no", "true", "false", "on", "off"].iter().any(|w| value.eq_ignore_ascii_case(w));
+        if !boolean_word || GO_YAML_BOOLEANS.contains(&value.as_ref()) {
+            continue;
+        }
+        if let (Some(start), Some(end)) = (span.start.byte_offset(), span.end.byte_offset()) {
+            if text.get(start..end) == Some(value.as_ref()) {
+                spans.push(start..end);
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut quoted = String::with_capacity(text.len() + 2 * spans.len());
+    let mut copied = 0;
+    for span in spans {
+        quoted.push_str(&text[copied..span.start]);
+        quoted.push('\'');
+        quoted.push_str(&text[span.clone()]);
+        quoted.push('\'');
+        copied = span.end;
+    }
+    quoted.push_str(&text[copied..]);
+    Cow::Owned(quoted)
+}
+
 /// Reads a YAML stream, or one JSON document, into documents; empty documents are skipped. Errors carry
 /// `origin:line:column`.
 pub fn read_documents(text: &str, origin: &str) -> Result<Vec<Value>, Error> {
@@ -32,6 +77,7 @@ pub fn read_documents(text: &str, origin: &str) -> Result<Vec<Value>, Error> {
         return Ok(vec![value]);
     }
     let parse = || {
+        let text = quote_mixed_case_booleans(text);
         let options = serde_saphyr::options! {
             budget: serde_saphyr::budget! {
                 max_depth: MAX_DEPTH,
@@ -40,7 +86,7 @@ pub fn read_documents(text: &str, origin: &str) -> Result<Vec<Value>, Error> {
             },
             legacy_octal_numbers: true,
         };
-        serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|e| {
+        serde_saphyr::from_multiple_with_options::<Value>(&text, options).map_err(|e| {
             let location = e.location().map(|l| (l.line() as usize, l.column() as usize));
             Error::syntax(origin, location, e.without_snippet())
         })
@@ -86,6 +132,19 @@ mod tests {
         assert_eq!(v["j"], json!(31));
         assert_eq!(v["k"].as_f64(), Some(1000.0));
         assert_eq!(v["l"], Value::Null);
+    }
+
+    #[test]
+    fn booleans_are_go_yaml_spellings_only() {
+        let v = one("a: yEs\nb: oN\nc: [nO, TRUE, tRUE]\nd: {FaLsE: Off}\ne: 'yEs'\nf: yes\n");
+        assert_eq!(v["a"], json!("yEs"));
+        assert_eq!(v["b"], json!("oN"));
+        assert_eq!(v["c"], json!(["nO", true, "tRUE"]));
+        assert_eq!(v["d"], json!({"FaLsE": false}));
+        assert_eq!((&v["e"], &v["f"]), (&json!("yEs"), &json!(true)));
+        // An error after a quoted word still names the input.
+        let err = read_documents("a: yEs\nb: [\n", "t").unwrap_err();
+        assert!(err.to_string().starts_with("t:"), "{err}");
     }
 
     #[test]
