@@ -11,17 +11,22 @@ pub const EMPTY_DIR_PREFIX: &str = "dev.gvisor.empty-dir.";
 /// Field of the emptyDir opt-out: processes outside the sandbox must see the volume.
 pub const FORCE_SHARED_SUFFIX: &str = "force-shared";
 
-/// The fields runsc knows. Anything else under [`MOUNT_PREFIX`] is fatal for the 2022 runsc.
+/// The fields runsc knows. Anything else under [`MOUNT_PREFIX`] is fatal for the 2022 runsc, and so is
+/// `directfs` for every runsc older than [`crate::RunscRelease::DIRECTFS`]: whether a field may be written is
+/// [`crate::check_field`]'s call, not the key grammar's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HintField {
     Type,
     Share,
     Options,
     Source,
+    /// Per-mount directfs opt-out (`default` or `off`), gVisor commit 7dce1df4.
+    Directfs,
 }
 
 impl HintField {
-    pub const ALL: [HintField; 4] = [HintField::Type, HintField::Share, HintField::Options, HintField::Source];
+    pub const ALL: [HintField; 5] =
+        [HintField::Type, HintField::Share, HintField::Options, HintField::Source, HintField::Directfs];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +34,7 @@ impl HintField {
             HintField::Share => "share",
             HintField::Options => "options",
             HintField::Source => "source",
+            HintField::Directfs => "directfs",
         }
     }
 
@@ -58,7 +64,7 @@ pub enum KeyError {
     WrongPartCount { key: String },
     #[error("`{key}` has an empty volume name (runsc refuses the pod)")]
     EmptyName { key: String },
-    #[error("`{key}` has unknown field `{field}`; runsc knows type, share, options and source")]
+    #[error("`{key}` has unknown field `{field}`; runsc knows type, share, options, source and directfs")]
     UnknownField { key: String, field: String },
 }
 
@@ -123,6 +129,10 @@ mod tests {
         assert!(matches!(parse_hint_key("dev.gvisor.spec.mount.a.b.type"), Err(KeyError::WrongPartCount { .. })));
         assert!(matches!(parse_hint_key("dev.gvisor.spec.mount.a"), Err(KeyError::WrongPartCount { .. })));
         assert!(matches!(parse_hint_key("dev.gvisor.spec.mount..type"), Err(KeyError::EmptyName { .. })));
+        assert_eq!(
+            parse_hint_key("dev.gvisor.spec.mount.a.directfs"),
+            Ok(Some(HintKey { name: "a", field: HintField::Directfs }))
+        );
         assert!(matches!(
             parse_hint_key("dev.gvisor.spec.mount.a.Type"),
             Err(KeyError::UnknownField { field, .. }) if field == "Type"
@@ -141,7 +151,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trips_any_dotless_name(name in "[a-z0-9-]{1,63}", i in 0usize..4) {
+        fn round_trips_any_dotless_name(name in "[a-z0-9-]{1,63}", i in 0usize..5) {
             let field = HintField::ALL[i];
             let key = hint_key(&name, field);
             prop_assert_eq!(parse_hint_key(&key), Ok(Some(HintKey { name: &name, field })));

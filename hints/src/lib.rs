@@ -9,10 +9,19 @@
 //!
 //! It has no I/O and no heavy dependencies on purpose: the node hook runs once per container create.
 
+mod backing;
+mod force_shared;
+mod hint;
 mod key;
 mod names;
 mod release;
 mod values;
+
+pub use backing::{
+    decide_backing, is_filestore_entry, Backing, BackingChange, TmpfsOverNonEmptyDir, VolumeOnNode, FILESTORE_PREFIX,
+};
+pub use force_shared::{force_shared, parse_go_bool, ForceSharedError};
+pub use hint::{check_field, group_hints, FieldError, HintGroups, Incomplete, RawHint, REQUIRED_FIELDS};
 
 pub use key::{
     force_shared_key, hint_key, parse_force_shared_key, parse_hint_key, HintField, HintKey, KeyError, EMPTY_DIR_PREFIX,
@@ -23,7 +32,7 @@ pub use names::{
     ANNOTATION_NAME_MAX,
 };
 pub use release::{ReleaseError, RunscRelease};
-pub use values::{parse_options, HintType, MountOption, OptionsError, Share, ValueError, FLAG_OPTIONS};
+pub use values::{parse_options, Directfs, HintType, MountOption, OptionsError, Share, ValueError, FLAG_OPTIONS};
 
 /// Name of the hint runsc uses for the pod's shared `/dev/shm` (gVisor's shim uses the same name, so a pod
 /// completed by either has one `/dev/shm` hint, never two).

@@ -20,6 +20,11 @@ impl RunscRelease {
     pub const DISK_BACKED_TMPFS: RunscRelease = RunscRelease(20231023);
     /// From here on `size=` is accepted in a hint's options.
     pub const VALUED_OPTIONS: RunscRelease = RunscRelease(20240501);
+    /// The first release with the per-mount `directfs` hint field: gVisor commit 7dce1df4 (PR #13099) is in
+    /// `release-20260520.0` and not in `release-20260511.0`, the tag before it.
+    pub const DIRECTFS: RunscRelease = RunscRelease(20260520);
+    /// What the rules assume when nothing says which runsc is in use: the strictest one supported.
+    pub const OLDEST_SUPPORTED: RunscRelease = RunscRelease::DEBIAN_BOOKWORM;
 
     pub fn from_date(yyyymmdd: u32) -> Result<Self, ReleaseError> {
         let (month, day) = (yyyymmdd / 100 % 100, yyyymmdd % 100);
@@ -44,6 +49,10 @@ impl RunscRelease {
 
     pub fn supports_valued_options(self) -> bool {
         self >= Self::VALUED_OPTIONS
+    }
+
+    pub fn supports_directfs(self) -> bool {
+        self >= Self::DIRECTFS
     }
 
     /// Finds the release in `runsc --version` output (`runsc version release-20221219.0` upstream,
@@ -107,5 +116,8 @@ mod tests {
         assert!(!old.supports_disk_backed_tmpfs() && !old.supports_valued_options() && !old.tolerates_invalid_hints());
         assert!(new.supports_disk_backed_tmpfs() && new.supports_valued_options() && new.tolerates_invalid_hints());
         assert!(!RunscRelease::from_date(20231022).unwrap().supports_disk_backed_tmpfs());
+        assert!(!new.supports_directfs());
+        assert!(!RunscRelease::from_date(20260511).unwrap().supports_directfs());
+        assert!(RunscRelease::from_date(20260520).unwrap().supports_directfs());
     }
 }

@@ -24,6 +24,69 @@ pub enum Share {
     Shared,
 }
 
+/// `directfs`: whether the gofer mount follows runsc's global `--directfs` (`default`) or opts out (`off`).
+/// It can only turn directfs off: turning it on needs sandbox-wide seccomp settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Directfs {
+    Default,
+    Off,
+}
+
+impl Share {
+    /// The narrowest share that is still right for a volume `containers` containers of the pod mount: with two
+    /// or more, `container` is wrong on every runsc (separate tmpfs copies on 2022, a refused start later).
+    pub fn for_containers(containers: usize) -> Share {
+        if containers > 1 {
+            Share::Pod
+        } else {
+            Share::Container
+        }
+    }
+
+    /// `self` unless it is narrower than `needed`: a share is widened, never narrowed.
+    pub fn widened_to(self, needed: Share) -> Share {
+        if self.rank() < needed.rank() {
+            needed
+        } else {
+            self
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Share::Container => 0,
+            Share::Pod => 1,
+            Share::Shared => 2,
+        }
+    }
+}
+
+impl Directfs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Directfs::Default => "default",
+            Directfs::Off => "off",
+        }
+    }
+}
+
+impl FromStr for Directfs {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "default" => Ok(Directfs::Default),
+            "off" => Ok(Directfs::Off),
+            _ => Err(ValueError { what: "directfs", value: s.to_owned(), expected: "`default`, `off`" }),
+        }
+    }
+}
+
+impl fmt::Display for Directfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} `{value}`: expected one of {expected}")]
 pub struct ValueError {
@@ -199,6 +262,22 @@ mod tests {
         assert_eq!("pod".parse(), Ok(Share::Pod));
         assert!("POD".parse::<Share>().is_err());
         assert!("bogus".parse::<Share>().unwrap_err().to_string().contains("bogus"));
+        assert_eq!("off".parse(), Ok(Directfs::Off));
+        assert_eq!("default".parse(), Ok(Directfs::Default));
+        assert!("Off".parse::<Directfs>().is_err());
+        assert!("on".parse::<Directfs>().is_err());
+    }
+
+    #[test]
+    fn shares_widen_and_never_narrow() {
+        assert_eq!(Share::for_containers(0), Share::Container);
+        assert_eq!(Share::for_containers(1), Share::Container);
+        assert_eq!(Share::for_containers(2), Share::Pod);
+        assert_eq!(Share::Container.widened_to(Share::Pod), Share::Pod);
+        assert_eq!(Share::Container.widened_to(Share::Container), Share::Container);
+        assert_eq!(Share::Pod.widened_to(Share::Container), Share::Pod);
+        assert_eq!(Share::Shared.widened_to(Share::Pod), Share::Shared);
+        assert_eq!(Share::Pod.widened_to(Share::Shared), Share::Shared);
     }
 
     #[test]

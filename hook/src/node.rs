@@ -6,14 +6,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mount_hints::RunscRelease;
+use mount_hints::{is_filestore_entry, RunscRelease};
 
 use crate::identity::PodUid;
 
 /// The emptyDir plugin directory under `pods/<uid>/volumes/`.
 pub const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
-/// runsc's disk-backed tmpfs keeps its data in a file of this prefix inside the volume directory.
-pub const FILESTORE_PREFIX: &str = ".gvisor.filestore.";
 
 /// A pod volume directory: `<kubelet-root>/pods/<uid>/volumes/<plugin>/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +104,10 @@ impl NodeView for HostNode {
 
     fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool> {
         for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            if !name.to_string_lossy().starts_with(FILESTORE_PREFIX) {
+            let entry = entry?;
+            // DirEntry::file_type does not follow symlinks: a symlink named like a filestore is data.
+            let is_regular_file = entry.file_type()?.is_file();
+            if !is_filestore_entry(&entry.file_name().to_string_lossy(), is_regular_file) {
                 return Ok(false);
             }
         }

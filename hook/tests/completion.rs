@@ -263,3 +263,90 @@ fn malformed_specs_are_errors_not_panics() {
     }
     assert!(complete(&serde_json::json!({}), &node, false).unwrap().changes.is_empty());
 }
+
+const DIRECTFS_RELEASE: &str = "release-20260520.0";
+
+#[test]
+fn directfs_is_kept_only_where_the_detected_runsc_knows_it() {
+    let tree = KubeletTree::new();
+    tree.empty_dir("data");
+    let mut hints = hint("data", "tmpfs", "pod");
+    hints.push(("dev.gvisor.spec.mount.data.directfs".into(), "off".into()));
+    let sandbox = spec(Runtime::Containerd, true, hints, vec![]);
+    for release in [Some(OLD), Some(NEW), Some("release-20260511.0"), None] {
+        let done = run(&sandbox, &node(&tree, release));
+        assert_eq!(annotation(&done.spec, "dev.gvisor.spec.mount.data.directfs"), None, "{release:?}");
+        assert!(done.warnings.iter().any(|w| w.contains("directfs of volume \"data\" removed")), "{release:?}");
+        assert_eq!(type_share(&done.spec, "data"), (Some("tmpfs"), Some("pod")), "the hint itself stays");
+    }
+    let done = run(&sandbox, &node(&tree, Some(DIRECTFS_RELEASE)));
+    assert_eq!(annotation(&done.spec, "dev.gvisor.spec.mount.data.directfs"), Some("off"));
+
+    let mut bad = hint("data", "tmpfs", "pod");
+    bad.push(("dev.gvisor.spec.mount.data.directfs".into(), "on".into()));
+    let done = run(&spec(Runtime::Containerd, true, bad, vec![]), &node(&tree, Some(DIRECTFS_RELEASE)));
+    assert_eq!(annotation(&done.spec, "dev.gvisor.spec.mount.data.directfs"), None);
+}
+
+#[test]
+fn force_shared_is_read_like_go_parse_bool() {
+    let tree = KubeletTree::new();
+    for name in ["one", "upper", "yes", "zero"] {
+        tree.empty_dir(name);
+    }
+    let mut hints = Vec::new();
+    for (name, value) in [("one", "1"), ("upper", "TRUE"), ("yes", "yes"), ("zero", "0")] {
+        hints.extend(hint(name, "tmpfs", "pod"));
+        hints.push((format!("dev.gvisor.empty-dir.{name}.force-shared"), value.into()));
+    }
+    let done = run(&spec(Runtime::Containerd, true, hints, vec![]), &node(&tree, Some(NEW)));
+    assert_eq!(type_share(&done.spec, "one"), (Some("bind"), Some("shared")));
+    assert_eq!(type_share(&done.spec, "upper"), (Some("bind"), Some("shared")));
+    assert_eq!(type_share(&done.spec, "yes"), (Some("tmpfs"), Some("pod")), "not a boolean: ignored");
+    assert_eq!(type_share(&done.spec, "zero"), (Some("tmpfs"), Some("pod")));
+    assert!(
+        done.warnings.iter().any(|w| w.contains("\"yes\"") && w.contains("`yes` is not a boolean")),
+        "{:?}",
+        done.warnings
+    );
+}
+
+#[test]
+fn a_volume_that_is_not_an_empty_dir_never_becomes_tmpfs() {
+    let tree = KubeletTree::new();
+    let cfg = tree.volume(UID, "kubernetes.io~configmap", "cfg");
+    let sec = tree.volume(UID, "kubernetes.io~secret", "sec");
+    let mut hints = hint("cfg", "tmpfs", "pod");
+    hints.extend(hint("sec", "bind", "container"));
+    let sandbox = spec(Runtime::CriO, true, hints.clone(), vec![]);
+    let done = complete(&sandbox, &node(&tree, Some(NEW)), false).unwrap();
+    assert_eq!(type_share(&done.spec, "cfg"), (None, None), "a tmpfs hint over a configMap is removed whole");
+    assert!(done.warnings.iter().any(|w| w.contains("\"cfg\" removed") && w.contains("not an emptyDir")));
+    assert_eq!(type_share(&done.spec, "sec"), (Some("bind"), Some("container")), "the bind escape hatch stays");
+    assert_eq!(source_of(&done.spec, "sec"), Some(path_str(&sec)));
+    assert!(complete(&sandbox, &node(&tree, Some(NEW)), true).is_err(), "strict fails instead");
+
+    let app =
+        spec(Runtime::CriO, false, hints, vec![bind("/etc/cfg", &path_str(&cfg)), bind("/etc/sec", &path_str(&sec))]);
+    let done = run(&app, &node(&tree, Some(NEW)));
+    assert_eq!(mount_at(&done.spec, "/etc/cfg")[0]["type"], "bind");
+    assert_eq!(mount_at(&done.spec, "/etc/sec")[0]["type"], "bind");
+}
+
+#[test]
+fn only_a_regular_file_counts_as_the_filestore() {
+    let tree = KubeletTree::new();
+    let as_dir = tree.empty_dir("asdir");
+    std::fs::create_dir(as_dir.join(".gvisor.filestore.1")).unwrap();
+    let as_link = tree.empty_dir("aslink");
+    std::os::unix::fs::symlink("/etc/passwd", as_link.join(".gvisor.filestore.2")).unwrap();
+    let real = tree.empty_dir("real");
+    std::fs::write(real.join(".gvisor.filestore.3"), b"").unwrap();
+    let mut hints = hint("asdir", "tmpfs", "pod");
+    hints.extend(hint("aslink", "tmpfs", "pod"));
+    hints.extend(hint("real", "tmpfs", "pod"));
+    let done = run(&spec(Runtime::Containerd, true, hints, vec![]), &node(&tree, Some(NEW)));
+    assert_eq!(type_share(&done.spec, "asdir"), (Some("bind"), Some("shared")));
+    assert_eq!(type_share(&done.spec, "aslink"), (Some("bind"), Some("shared")));
+    assert_eq!(type_share(&done.spec, "real"), (Some("tmpfs"), Some("pod")));
+}

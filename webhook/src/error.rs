@@ -19,6 +19,8 @@ pub enum Error {
     Serve(std::io::Error),
     #[error("{0}")]
     Certs(String),
+    #[error("settings: {0}")]
+    Settings(#[from] crate::settings::SettingsError),
 }
 
 impl Error {
@@ -32,6 +34,6 @@ impl Error {
     }
 
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::Read { .. } | Error::Syntax { .. } | Error::Manifest { .. })
+        matches!(self, Error::Read { .. } | Error::Syntax { .. } | Error::Manifest { .. } | Error::Settings(_))
     }
 }

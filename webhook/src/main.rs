@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mount_hints_webhook::certs::{self, CertRequest};
-use mount_hints_webhook::preview::{parse_documents, preview_documents, PreviewedDocument};
+use mount_hints_webhook::preview::{parse_documents, patch_report, preview_documents, yaml_stream, PreviewedDocument};
 use mount_hints_webhook::serve::{self, CertFiles, ClusterAccess, Limits, ServeConfig, TlsSource};
 use mount_hints_webhook::{Error, GvisorScope, MutationSettings, SharePolicy};
 
@@ -118,8 +118,8 @@ struct CertsArgs {
 /// Mutation settings shared by every command; flags override the file.
 #[derive(Args)]
 struct SettingsArgs {
-    /// Settings file (YAML or JSON): runtimeClassNames, runtimeHandlers, sharePolicy, memorySizeOption,
-    /// denyAnnotations.
+    /// Settings file (YAML or JSON): runtimeClassNames, runtimeHandlers, sharePolicy, minRunscRelease,
+    /// memorySizeOption, denyAnnotations.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A runtime class name that means gVisor (repeatable; replaces the configured list).
@@ -130,6 +130,10 @@ struct SettingsArgs {
     /// Emit size=<bytes> from a Memory emptyDir's sizeLimit (every node must run runsc >= release-20240501).
     #[arg(long)]
     memory_size_option: bool,
+    /// The oldest runsc release on any gVisor node (YYYYMMDD); release-dependent rules (valued options,
+    /// directfs) follow it.
+    #[arg(long, value_name = "YYYYMMDD")]
+    min_runsc_release: Option<mount_hints::RunscRelease>,
 }
 
 impl SettingsArgs {
@@ -145,6 +149,10 @@ impl SettingsArgs {
             settings.share_policy = policy;
         }
         settings.memory_size_option |= self.memory_size_option;
+        if let Some(release) = self.min_runsc_release {
+            settings.min_runsc_release = Some(release);
+        }
+        settings.validate()?;
         Ok(settings)
     }
 }
@@ -169,7 +177,8 @@ enum Output {
     Yaml,
     /// The mutated objects, as JSON (one value per document).
     Json,
-    /// The RFC 6902 JSON Patch for each document.
+    /// The RFC 6902 JSON Patch of the document; for several documents, one JSON array of
+    /// `{document, kind, name, patch}` entries.
     Patch,
     /// Only the warnings, on standard output.
     Warnings,
@@ -330,21 +339,17 @@ fn preview(args: &PreviewArgs) -> Result<(), Error> {
 }
 
 fn write_output(out: &mut impl Write, output: Output, previewed: &[PreviewedDocument]) -> Result<(), Error> {
-    for (i, document) in previewed.iter().enumerate() {
-        match output {
-            Output::Yaml => {
-                if i > 0 {
-                    writeln!(out, "---")?;
-                }
-                let yaml = serde_yaml_ng::to_string(&document.object).map_err(std::io::Error::other)?;
-                out.write_all(yaml.as_bytes())?;
+    match output {
+        Output::Yaml => out.write_all(yaml_stream(previewed)?.as_bytes())?,
+        Output::Json => {
+            for document in previewed {
+                writeln!(out, "{}", pretty(&document.object))?;
             }
-            Output::Json => writeln!(out, "{}", pretty(&document.object))?,
-            Output::Patch => writeln!(out, "{}", pretty(&document.patch))?,
-            Output::Warnings => {
-                for warning in &document.warnings {
-                    writeln!(out, "{warning}")?;
-                }
+        }
+        Output::Patch => writeln!(out, "{}", pretty(&patch_report(previewed)))?,
+        Output::Warnings => {
+            for warning in previewed.iter().flat_map(|d| &d.warnings) {
+                writeln!(out, "{warning}")?;
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use mount_hints::RunscRelease;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -17,8 +18,13 @@ pub struct MutationSettings {
     /// server runs in a cluster).
     pub runtime_handlers: BTreeSet<String>,
     pub share_policy: SharePolicy,
-    /// Emit `size=<bytes>` from a Memory emptyDir's `sizeLimit`, and accept valued options in author hints.
-    /// Only for clusters where every node runs runsc release-20240501 or newer: older runsc refuses the pod.
+    /// The oldest runsc release on any gVisor node, as `YYYYMMDD` (or `release-YYYYMMDD.N`). Every
+    /// release-dependent rule derives from it: valued options such as `size=`, the `directfs` field. Unset:
+    /// the strictest supported runsc (release-20221219), or release-20240501 when `memorySizeOption` is on.
+    #[serde(with = "release_setting")]
+    pub min_runsc_release: Option<RunscRelease>,
+    /// Emit `size=<bytes>` from a Memory emptyDir's `sizeLimit`. Needs every node on runsc release-20240501 or
+    /// newer: on its own it implies that `minRunscRelease`; with an older `minRunscRelease` it is an error.
     pub memory_size_option: bool,
     /// Annotation keys removed from every gVisor pod: exact keys, or prefixes written with a trailing `*`.
     pub deny_annotations: Vec<String>,
@@ -40,6 +46,7 @@ impl Default for MutationSettings {
             runtime_class_names: BTreeSet::from(["gvisor".to_owned()]),
             runtime_handlers: BTreeSet::from(["runsc".to_owned()]),
             share_policy: SharePolicy::Count,
+            min_runsc_release: None,
             memory_size_option: false,
             deny_annotations: vec!["dev.gvisor.internal.*".to_owned()],
         }
@@ -51,7 +58,33 @@ impl MutationSettings {
     /// typo does not silently change nothing.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
-        serde_yaml_ng::from_str(&text).map_err(|e| Error::yaml(path, &e))
+        let settings: MutationSettings = serde_yaml_ng::from_str(&text).map_err(|e| Error::yaml(path, &e))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings that contradict each other are refused rather than resolved silently.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        match self.min_runsc_release {
+            Some(release) if self.memory_size_option && !release.supports_valued_options() => {
+                Err(SettingsError::SizeOptionNeedsNewerRunsc { release })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The oldest runsc every rule must satisfy.
+    pub fn oldest_runsc(&self) -> RunscRelease {
+        match (self.min_runsc_release, self.memory_size_option) {
+            (Some(release), _) => release,
+            (None, true) => RunscRelease::VALUED_OPTIONS,
+            (None, false) => RunscRelease::OLDEST_SUPPORTED,
+        }
+    }
+
+    /// Whether a Memory emptyDir's `sizeLimit` becomes `size=<bytes>`.
+    pub fn emits_size_option(&self) -> bool {
+        self.memory_size_option && self.oldest_runsc().supports_valued_options()
     }
 
     pub fn is_denied(&self, key: &str) -> bool {
@@ -59,6 +92,41 @@ impl MutationSettings {
             Some(prefix) => key.starts_with(prefix),
             None => key == pattern,
         })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("memorySizeOption needs runsc release-20240501 or newer on every node, but minRunscRelease is {release}")]
+    SizeOptionNeedsNewerRunsc { release: RunscRelease },
+}
+
+/// `minRunscRelease` in a settings file: a `YYYYMMDD` number or any spelling [`RunscRelease`] parses.
+mod release_setting {
+    use mount_hints::RunscRelease;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(release: &Option<RunscRelease>, s: S) -> Result<S::Ok, S::Error> {
+        match release {
+            Some(release) => s.serialize_u32(release.date()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunscRelease>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Date(u32),
+            Text(String),
+        }
+        Option::<Spelling>::deserialize(d)?
+            .map(|spelling| match spelling {
+                Spelling::Date(date) => RunscRelease::from_date(date),
+                Spelling::Text(text) => text.parse(),
+            })
+            .transpose()
+            .map_err(de::Error::custom)
     }
 }
 
@@ -115,6 +183,29 @@ mod tests {
         assert_eq!(ok.share_policy, SharePolicy::AlwaysPod);
         assert_eq!(ok.runtime_class_names, MutationSettings::default().runtime_class_names);
         assert!(serde_yaml_ng::from_str::<MutationSettings>("sharepolicy: pod\n").is_err());
+    }
+
+    #[test]
+    fn min_runsc_release_decides_and_memory_size_option_keeps_working() {
+        let default = MutationSettings::default();
+        assert_eq!(default.oldest_runsc(), RunscRelease::OLDEST_SUPPORTED);
+        assert!(!default.emits_size_option());
+
+        let legacy: MutationSettings = serde_yaml_ng::from_str("memorySizeOption: true\n").unwrap();
+        assert_eq!(legacy.oldest_runsc(), RunscRelease::VALUED_OPTIONS);
+        assert!(legacy.emits_size_option() && legacy.validate().is_ok());
+
+        let newest: MutationSettings = serde_yaml_ng::from_str("minRunscRelease: 20260520\n").unwrap();
+        assert!(newest.oldest_runsc().supports_directfs());
+        assert!(!newest.emits_size_option(), "size= stays opt-in");
+        let text: MutationSettings = serde_yaml_ng::from_str("minRunscRelease: release-20240729.0\n").unwrap();
+        assert_eq!(text.oldest_runsc().date(), 20240729);
+
+        let contradiction: MutationSettings =
+            serde_yaml_ng::from_str("minRunscRelease: 20221219\nmemorySizeOption: true\n").unwrap();
+        assert!(contradiction.validate().unwrap_err().to_string().contains("release-20221219"));
+        assert!(serde_yaml_ng::from_str::<MutationSettings>("minRunscRelease: 2026\n").is_err());
+        assert!(serde_yaml_ng::from_str::<MutationSettings>("minRunscRelease: latest\n").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Invariants of the mutation over generated pods: the patch always applies, every key is one the API server
-//! accepts, a second pass is a no-op, every hint is complete and names a real volume, and the fast decoding path
-//! sees the same pod as the typed one.
+//! accepts, a second pass is a no-op, every hint is complete and names a real volume, no share is narrower
+//! than the containers mounting the volume need (pre-set narrower shares included), every field suits the
+//! oldest runsc configured (`directfs` included), and the fast decoding path sees the same pod as the typed
+//! one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +11,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use mount_hints::{is_valid_annotation_key, parse_hint_key, HintField, HintType, Share, MOUNT_PREFIX};
+use mount_hints::{
+    check_field, is_valid_annotation_key, parse_hint_key, HintField, HintType, RunscRelease, Share, MOUNT_PREFIX,
+};
 use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts, SharePolicy};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -49,7 +53,7 @@ fn author_annotations(names: Vec<String>) -> impl Strategy<Value = BTreeMap<Stri
     candidate_names.extend(["ghost".to_owned(), "x.y".to_owned(), String::new()]);
     let entry = (
         select(candidate_names),
-        select(vec!["type", "share", "options", "source", "Type", "mode"]),
+        select(vec!["type", "share", "share", "options", "source", "directfs", "Type", "mode"]),
         select(vec![
             "tmpfs",
             "bind",
@@ -63,12 +67,17 @@ fn author_annotations(names: Vec<String>) -> impl Strategy<Value = BTreeMap<Stri
             "size=1g",
             "",
             "/etc",
+            "off",
+            "default",
+            "on",
         ]),
     )
         .prop_map(|(name, field, value)| (format!("{MOUNT_PREFIX}{name}.{field}"), value.to_owned()));
     let other = select(vec![
         ("dev.gvisor.internal.config", "x"),
         ("dev.gvisor.empty-dir.cache.force-shared", "true"),
+        ("dev.gvisor.empty-dir.cache.force-shared", "T"),
+        ("dev.gvisor.empty-dir.cache.force-shared", "yes"),
         ("example.com/team", "storage"),
         ("dev.gvisor.spec.rootfs.overlay", "memory"),
     ])
@@ -146,11 +155,34 @@ prop_compose! {
 }
 
 fn settings() -> impl Strategy<Value = MutationSettings> {
-    (any::<bool>(), any::<bool>()).prop_map(|(always_pod, size)| MutationSettings {
-        share_policy: if always_pod { SharePolicy::AlwaysPod } else { SharePolicy::Count },
-        memory_size_option: size,
-        ..Default::default()
-    })
+    let releases = select(vec![None, Some(20221219), Some(20240501), Some(20260511), Some(20260520), Some(20260817)]);
+    (any::<bool>(), any::<bool>(), releases)
+        .prop_map(|(always_pod, size, release)| MutationSettings {
+            share_policy: if always_pod { SharePolicy::AlwaysPod } else { SharePolicy::Count },
+            memory_size_option: size,
+            min_runsc_release: release.map(|d| RunscRelease::from_date(d).unwrap()),
+            ..Default::default()
+        })
+        .prop_filter("contradictory settings are refused at load", |s| s.validate().is_ok())
+}
+
+/// How many distinct containers mount each volume.
+fn mounted_by(pod: &Pod) -> BTreeMap<String, usize> {
+    let spec = pod.spec.as_ref().unwrap();
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let regular = spec.init_containers.iter().flatten().chain(&spec.containers);
+    let mut add = |container: &str, mounts: Option<&Vec<VolumeMount>>| {
+        for m in mounts.into_iter().flatten() {
+            users.entry(m.name.clone()).or_default().insert(container.to_owned());
+        }
+    };
+    for c in regular {
+        add(&c.name, c.volume_mounts.as_ref());
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        add(&c.name, c.volume_mounts.as_ref());
+    }
+    users.into_iter().map(|(k, v)| (k, v.len())).collect()
 }
 
 fn facts_of(doc: &serde_json::Value) -> PodFacts {
@@ -200,9 +232,15 @@ proptest! {
             let t = f.get(&HintField::Type).ok_or_else(|| TestCaseError::fail(format!("{name}: no type")))?;
             let s = f.get(&HintField::Share).ok_or_else(|| TestCaseError::fail(format!("{name}: no share")))?;
             prop_assert!(t.parse::<HintType>().is_ok() && s.parse::<Share>().is_ok());
-            if let Some(o) = f.get(&HintField::Options) {
-                prop_assert!(mount_hints::parse_options(o, settings.memory_size_option).is_ok());
+            for (field, value) in f {
+                prop_assert!(check_field(*field, value, settings.oldest_runsc()).is_ok(), "{name}.{field}={value}");
             }
+            // A share never narrows: whatever was pre-set, several containers never get `container`.
+            let users = mounted_by(&typed).get(*name).copied().unwrap_or(0);
+            prop_assert!(!(users > 1 && *s == "container"), "{name}: share=container with {users} containers");
+            // Never a tmpfs over a volume that is not an emptyDir.
+            let empty_dir = typed.spec.as_ref().unwrap().volumes.iter().flatten().any(|v| &v.name == name && v.empty_dir.is_some());
+            prop_assert!(*t != "tmpfs" || empty_dir, "{name}: tmpfs on a volume that is not an emptyDir");
         }
         let hinted: Vec<&str> = mutation.hints.iter().map(|h| h.volume.as_str()).collect();
         prop_assert_eq!(hinted.len(), fields.len());

@@ -123,7 +123,7 @@ fn workloads_get_their_pod_templates_mutated_and_other_objects_pass_through() {
         map(&[("work.share", "container"), ("work.type", "bind")])
     );
     assert!(docs[2].contains("kind: Service") && !docs[2].contains("dev.gvisor"));
-    assert!(text(&out.stderr).contains("note: Service/web: not a Pod or a workload"));
+    assert!(text(&out.stderr).contains("note: Service/web: no Pod, workload or nested pod template; unchanged"));
 }
 
 #[test]
@@ -132,11 +132,22 @@ fn patch_output_applies_to_the_input() {
         let input = std::fs::read_to_string(example(file)).unwrap();
         let out = preview(&["-o", "patch", "-"], Some(&input));
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let patches: Vec<Value> =
-            serde_json::Deserializer::from_slice(&out.stdout).into_iter().collect::<Result<_, _>>().unwrap();
+        // One JSON value whatever the number of documents: the patch, or one entry per document.
+        let report: Value = serde_json::from_slice(&out.stdout).expect("-o patch prints one JSON value");
         let inputs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&input)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
+        let patches: Vec<Value> = if inputs.len() == 1 {
+            vec![report]
+        } else {
+            let entries = report.as_array().unwrap();
+            for (i, (entry, doc)) in entries.iter().zip(&inputs).enumerate() {
+                assert_eq!(entry["document"], i + 1);
+                assert_eq!(entry["kind"], doc["kind"]);
+                assert_eq!(entry["name"], doc["metadata"]["name"]);
+            }
+            entries.iter().map(|e| e["patch"].clone()).collect()
+        };
         let yaml = preview(&["-o", "json", "-"], Some(&input));
         let outputs: Vec<Value> =
             serde_json::Deserializer::from_slice(&yaml.stdout).into_iter().collect::<Result<_, _>>().unwrap();
@@ -147,6 +158,134 @@ fn patch_output_applies_to_the_input() {
             assert_eq!(doc, want, "{file}");
         }
     }
+}
+
+#[test]
+fn patch_report_names_unnamed_pods_by_generate_name_or_position() {
+    let pod = |meta: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec:\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  containers: [{{name: c, image: x, volumeMounts: [{{name: v, mountPath: /v}}]}}]\n")
+    };
+    let input = [pod("{name: named}"), pod("{generateName: web-}"), pod("{}")].join("---\n");
+    let out = preview(&["-o", "patch", "--assume-gvisor"], Some(&input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = report.as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["name"], "named");
+    assert_eq!(entries[1]["generateName"], "web-");
+    assert!(entries[2].get("name").is_none() && entries[2].get("generateName").is_none());
+    assert_eq!(entries[2]["document"], 3);
+    assert!(entries.iter().all(|e| e["kind"] == "Pod" && e["patch"].as_array().unwrap().len() == 1));
+    let stderr = text(&out.stderr);
+    for label in ["audit: Pod/named: hints=", "audit: Pod/web-*: hints=", "audit: Pod/#3: hints="] {
+        assert!(stderr.contains(label), "{label}: {stderr}");
+    }
+}
+
+#[test]
+fn reads_and_writes_yaml_as_kubectl_does() {
+    let yaml = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  labels: {enabled: "yes", count: "0755"}
+spec:
+  runtimeClassName: gvisor
+  volumes:
+  - name: cfg
+    configMap: {name: c, defaultMode: 0755}
+  - name: shared
+    emptyDir: {medium: Memory}
+  - name: socket
+  - name: nulled
+    emptyDir: null
+  containers:
+  - &app
+    name: a
+    image: x
+    env: [{name: APPENDONLY, value: "no"}, {name: COUNT, value: "1_000"}]
+    volumeMounts: [{name: shared, mountPath: /s}, {name: socket, mountPath: /t}, {name: nulled, mountPath: /n}]
+  - <<: *app
+    name: b
+"#;
+    let input = &format!("\u{feff}{yaml}");
+    let out = preview(&["-o", "yaml"], Some(input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let pod: Pod = serde_yaml_ng::from_str(&stdout).unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.volumes.as_ref().unwrap()[0].config_map.as_ref().unwrap().default_mode, Some(493));
+    assert_eq!(spec.containers[1].volume_mounts.as_ref().unwrap().len(), 3, "the merge key was applied");
+    let annotations = pod.metadata.annotations.unwrap();
+    // The merged container mounts the volume too, so it is shared by the pod.
+    assert_eq!(hints(&annotations)["shared.share"], "pod");
+    // Source-less volumes are emptyDirs, as the API server makes them.
+    assert_eq!(hints(&annotations)["socket.type"], "bind");
+    assert_eq!(hints(&annotations)["nulled.share"], "pod");
+    assert!(text(&out.stderr).contains("volume \"socket\" has no source"), "{}", text(&out.stderr));
+    // Strings a YAML 1.1 reader would take for something else are quoted.
+    for value in ["yes", "0755", "no", "1_000"] {
+        let quoted = [format!("'{value}'"), format!("\"{value}\"")];
+        assert!(quoted.iter().any(|q| stdout.contains(q.as_str())), "{value} not quoted:\n{stdout}");
+        assert!(!stdout.contains(&format!(": {value}\n")), "{value} written plain:\n{stdout}");
+    }
+    assert!(stdout.contains("defaultMode: 493"), "{stdout}");
+}
+
+#[test]
+fn pod_templates_nested_in_custom_resources_are_previewed_with_their_path() {
+    let out = preview(&["-o", "json", example("leaderworkerset.yaml").to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let object: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lwt = &object["spec"]["leaderWorkerTemplate"];
+    assert_eq!(lwt["leaderTemplate"]["metadata"]["annotations"]["dev.gvisor.spec.mount.dshm.type"], "tmpfs");
+    let worker = &lwt["workerTemplate"]["metadata"];
+    assert_eq!(worker["annotations"]["dev.gvisor.spec.mount.cache.type"], "bind");
+    // The source-less volume is an emptyDir mounted by two containers.
+    assert_eq!(worker["annotations"]["dev.gvisor.spec.mount.socket.share"], "pod");
+    assert_eq!(worker["labels"]["role"], "worker");
+    let stderr = text(&out.stderr);
+    for path in ["/spec/leaderWorkerTemplate/leaderTemplate", "/spec/leaderWorkerTemplate/workerTemplate"] {
+        assert!(
+            stderr.contains(&format!("note: LeaderWorkerSet/lws: previewing the pod template at {path}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_in_well_under_a_second() {
+    let depth = 20_000;
+    let input = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let started = std::time::Instant::now();
+    let out = preview(&[], Some(&input));
+    assert!(started.elapsed() < std::time::Duration::from_millis(900), "{:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn min_runsc_release_setting() {
+    let input = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {dev.gvisor.spec.mount.v.directfs: "off"}
+spec:
+  runtimeClassName: gvisor
+  volumes: [{name: v, emptyDir: {}}]
+  containers: [{name: c, image: x, volumeMounts: [{name: v, mountPath: /v}]}]
+"#;
+    let kept = preview(&["-o", "json", "--min-runsc-release", "20260520"], Some(input));
+    let pod: Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["dev.gvisor.spec.mount.v.directfs"], "off");
+    let removed = preview(&["-o", "json"], Some(input));
+    let pod: Value = serde_json::from_slice(&removed.stdout).unwrap();
+    assert!(pod["metadata"]["annotations"].get("dev.gvisor.spec.mount.v.directfs").is_none());
+    assert!(text(&removed.stderr).contains("release-20260520"), "{}", text(&removed.stderr));
+    let contradiction = preview(&["--min-runsc-release", "20221219", "--memory-size-option"], Some(input));
+    assert_eq!(contradiction.status.code(), Some(2));
+    assert!(text(&contradiction.stderr).contains("memorySizeOption needs runsc release-20240501"));
 }
 
 #[test]

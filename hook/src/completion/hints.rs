@@ -3,16 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mount_hints::{
-    force_shared_key, hint_key, is_dns1123_label, parse_hint_key, parse_options, HintField, HintType, Share,
-    DEV_SHM_HINT_NAME,
+    check_field, decide_backing, force_shared, group_hints, hint_key, is_dns1123_label, BackingChange, HintField,
+    HintType, RawHint, RunscRelease, Share, VolumeOnNode, DEV_SHM_HINT_NAME,
 };
 
 use super::SpecEdit;
 use crate::identity::PodUid;
 use crate::node::NodeView;
-
-/// The hint fields found for one name, by field, with their raw values.
-type FieldValues = BTreeMap<HintField, String>;
 
 pub(super) fn complete_hints(
     edit: &mut SpecEdit,
@@ -20,23 +17,15 @@ pub(super) fn complete_hints(
     uid: Option<&PodUid>,
     node: &dyn NodeView,
 ) {
-    let mut by_name: BTreeMap<&str, FieldValues> = BTreeMap::new();
-    for (key, value) in annotations {
-        match parse_hint_key(key) {
-            Ok(None) => {}
-            Ok(Some(k)) => {
-                by_name.entry(k.name).or_default().insert(k.field, value.clone());
-            }
-            Err(e) => {
-                edit.remove_annotation(key);
-                edit.drop_with(format!("removed {key}: {e}"));
-            }
-        }
+    let mut groups = group_hints(annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (key, e) in &groups.malformed {
+        edit.remove_annotation(key);
+        edit.drop_with(format!("removed {key}: {e}"));
     }
     // The /dev/shm hint is derived from the spec's own mounts by the shm step, never taken from annotations.
-    by_name.remove(DEV_SHM_HINT_NAME);
-    for (name, fields) in by_name {
-        if let Err(reason) = complete_one(edit, annotations, name, &fields, uid, node) {
+    groups.hints.remove(DEV_SHM_HINT_NAME);
+    for (name, hint) in &groups.hints {
+        if let Err(reason) = complete_one(edit, annotations, name, hint, uid, node) {
             edit.remove_hint(name);
             edit.drop_with(format!("hint for volume {name:?} removed: {reason}"));
         }
@@ -47,7 +36,7 @@ fn complete_one(
     edit: &mut SpecEdit,
     annotations: &BTreeMap<String, String>,
     name: &str,
-    fields: &FieldValues,
+    hint: &RawHint<'_>,
     uid: Option<&PodUid>,
     node: &dyn NodeView,
 ) -> Result<(), String> {
@@ -55,19 +44,20 @@ fn complete_one(
     if !is_dns1123_label(name) {
         return Err("the name is not a DNS-1123 label".into());
     }
-    let field = |f: HintField| fields.get(&f).map(String::as_str);
-    let hint_type: HintType =
-        field(HintField::Type).ok_or("it has no type")?.parse().map_err(|e: mount_hints::ValueError| e.to_string())?;
-    let share: Share = field(HintField::Share)
-        .ok_or("it has no share")?
-        .parse()
-        .map_err(|e: mount_hints::ValueError| e.to_string())?;
-    let release = || node.runsc_release();
-    if let Some(options) = field(HintField::Options) {
-        let allow_size = release().is_some_and(|r| r.supports_valued_options());
-        if let Err(e) = parse_options(options, allow_size) {
-            edit.remove_annotation(&hint_key(name, HintField::Options));
-            edit.warn(format!("options of volume {name:?} removed: {e}"));
+    // The release is asked only when a decision depends on it: detecting it runs `runsc --version`.
+    let oldest = || node.runsc_release().unwrap_or(RunscRelease::OLDEST_SUPPORTED);
+    // Optional fields the runsc in use would refuse go; the hint itself stays.
+    for field in [HintField::Options, HintField::Directfs] {
+        if let Some(Err(e)) = hint.get(field).map(|value| check_field(field, value, oldest())) {
+            edit.remove_annotation(&hint_key(name, field));
+            edit.warn(format!("{field} of volume {name:?} removed: {e}"));
+        }
+    }
+    // A wrong value is reported before anything is looked up on the node: it is the author's mistake.
+    for field in [HintField::Type, HintField::Share] {
+        if let Some(value) = hint.get(field) {
+            // Type and share values do not depend on the release.
+            check_field(field, value, RunscRelease::OLDEST_SUPPORTED).map_err(|e| e.to_string())?;
         }
     }
     let uid = uid.ok_or("the pod UID is not in the spec's annotations")?;
@@ -83,28 +73,29 @@ fn complete_one(
     // Whatever the annotations said about the source (the pod author cannot be trusted with a host path),
     // it is the kubelet's directory for this pod and name.
     let source = dir.path.to_string_lossy().into_owned();
+    let mut completed = hint.clone();
+    completed.insert(HintField::Source, &source);
+    completed.check_complete().map_err(|e| format!("it {e}"))?;
+    let hint_type: HintType = completed.get(HintField::Type).expect("complete").parse().expect("checked");
+    let share: Share = completed.get(HintField::Share).expect("complete").parse().expect("checked");
 
-    let (hint_type, share) = if dir.is_empty_dir() {
-        let force_shared = annotations.get(&force_shared_key(name)).is_some_and(|v| v == "true");
+    let volume = if dir.is_empty_dir() {
+        let lookup = |key: &str| annotations.get(key).map(String::as_str);
+        let force_shared = force_shared(lookup, name).unwrap_or_else(|e| {
+            edit.warn(format!("emptyDir {name:?}: {e}"));
+            false
+        });
         let empty = node.is_empty_for_tmpfs(&dir.path).map_err(|e| format!("cannot read {source}: {e}"))?;
-        match hint_type {
-            _ if force_shared => (HintType::Bind, Share::Shared),
-            _ if !empty => {
-                edit.warn(format!("emptyDir {name:?} already holds files on the host; served as a shared bind"));
-                (HintType::Bind, Share::Shared)
-            }
-            // Memory medium: the sandbox tmpfs is memory-backed and works on every runsc.
-            HintType::Tmpfs => (HintType::Tmpfs, share),
-            // Disk medium: a tmpfs over the bind mount is disk-backed through a filestore file, which only
-            // newer runsc can do; older ones fail the container, so they keep serving it through the gofer.
-            HintType::Bind if release().is_some_and(|r| r.supports_disk_backed_tmpfs()) => (HintType::Tmpfs, share),
-            HintType::Bind => (HintType::Bind, Share::Shared),
-        }
+        VolumeOnNode::EmptyDir { empty, force_shared }
     } else {
-        (hint_type, share)
+        VolumeOnNode::Other
     };
+    let backing = decide_backing(hint_type, share, volume, || node.runsc_release()).map_err(|e| e.to_string())?;
+    if backing.changed == Some(BackingChange::NotEmpty) {
+        edit.warn(format!("emptyDir {name:?} {}; served as a shared bind", BackingChange::NotEmpty));
+    }
     edit.set_annotation(&hint_key(name, HintField::Source), &source);
-    edit.set_annotation(&hint_key(name, HintField::Type), hint_type.as_str());
-    edit.set_annotation(&hint_key(name, HintField::Share), share.as_str());
+    edit.set_annotation(&hint_key(name, HintField::Type), backing.hint_type.as_str());
+    edit.set_annotation(&hint_key(name, HintField::Share), backing.share.as_str());
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mount_hints::{force_shared_key, hint_key, is_dns1123_label, HintField, HintType};
+use mount_hints::{decide_backing, force_shared, hint_key, is_dns1123_label, HintField, HintType, Share, VolumeOnNode};
 use serde_json::Value;
 
 use super::{mount_field, set_mount_type, Change, SpecEdit};
@@ -61,10 +61,25 @@ pub(super) fn complete_volume_mounts(
         let Ok(hint_type) = hint_type.parse::<HintType>() else { continue };
         let resolved =
             node.kubelet_root().join("pods").join(volume.uid).join("volumes").join(volume.plugin).join(volume.name);
-        let keep_bind = volume.plugin == EMPTY_DIR_PLUGIN
-            && (annotations.get(&force_shared_key(volume.name)).is_some_and(|v| v == "true")
-                || !node.is_empty_for_tmpfs(&resolved).unwrap_or(false));
-        let target = if keep_bind { "bind" } else { hint_type.as_str() };
+        // The same decision as the sandbox's hint, so mount and hint agree. The share does not change a
+        // mount's type; a force-shared value that is not a boolean was reported on the sandbox.
+        let on_node = if volume.plugin == EMPTY_DIR_PLUGIN {
+            let lookup = |key: &str| annotations.get(key).map(String::as_str);
+            VolumeOnNode::EmptyDir {
+                empty: node.is_empty_for_tmpfs(&resolved).unwrap_or(false),
+                force_shared: force_shared(lookup, volume.name).unwrap_or(false),
+            }
+        } else {
+            VolumeOnNode::Other
+        };
+        // The mount type never depends on the release: no need to ask runsc for it.
+        let target = match decide_backing(hint_type, Share::Pod, on_node, || None) {
+            Ok(backing) => backing.mount_type.as_str(),
+            Err(e) => {
+                edit.warn(format!("mount {source}: left as it is: {e}"));
+                continue;
+            }
+        };
         let destination = mount_field(&mount, "destination").to_owned();
         let from = source.to_owned();
         if volume.root_is_alias {

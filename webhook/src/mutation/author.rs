@@ -4,14 +4,20 @@
 //! - keys on the operator's deny list are removed;
 //! - `.source` is the node's alone (it names a host path) and is always removed;
 //! - malformed keys (not exactly `<name>.<field>`, unknown fields) are removed;
-//! - `type`/`share`/`options` on a volume of this pod are kept when their value is valid (the author's escape
-//!   hatch, and what makes a second pass over our own output a no-op), removed when invalid;
+//! - `type`/`share`/`options`/`directfs` on a volume of this pod are kept when every runsc from
+//!   `minRunscRelease` on accepts their value (the author's escape hatch, and what makes a second pass over
+//!   our own output a no-op), removed when not;
+//! - on a volume that is not an emptyDir, `type=tmpfs` is removed: it would hide the volume's content;
 //! - hints naming no volume of this pod are removed: no node can resolve them;
-//! - `dev.gvisor.empty-dir.<name>.force-shared` is kept and reported.
+//! - `dev.gvisor.empty-dir.<name>.force-shared` is kept and read as gVisor's shim reads it; a value that is
+//!   not a boolean is reported and counts as absent (the node reads it the same way).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mount_hints::{parse_force_shared_key, parse_hint_key, parse_options, HintField, HintType, Share};
+use mount_hints::{
+    check_field, group_hints, parse_force_shared_key, parse_go_bool, Directfs, HintField, HintType, Share,
+    TmpfsOverNonEmptyDir,
+};
 
 use crate::settings::MutationSettings;
 
@@ -21,67 +27,113 @@ pub(crate) struct AuthorHint<'a> {
     pub hint_type: Option<HintType>,
     pub share: Option<Share>,
     pub options: Option<&'a str>,
+    pub directfs: Option<Directfs>,
     pub keys: Vec<&'a str>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct AuthorAnnotations<'a> {
-    /// Keys to remove, each with the reason (for the warning).
+    /// Keys to remove, each with the reason (for the warning), sorted by key.
     pub removals: Vec<(&'a str, String)>,
     pub hints: BTreeMap<&'a str, AuthorHint<'a>>,
     pub force_shared: BTreeSet<&'a str>,
+    /// Annotations kept but not acted on, with the reason.
+    pub ignored: Vec<String>,
+}
+
+/// The pod's volumes as far as the policy cares.
+pub(crate) struct PodVolumes<'v, 'a> {
+    pub all: &'v BTreeSet<&'a str>,
+    pub empty_dirs: &'v BTreeSet<&'a str>,
 }
 
 pub(crate) fn review_author_annotations<'a>(
     annotations: &'a BTreeMap<String, String>,
-    volumes: &BTreeSet<&str>,
+    volumes: &PodVolumes<'_, '_>,
     settings: &MutationSettings,
 ) -> AuthorAnnotations<'a> {
     let mut out = AuthorAnnotations::default();
+    let mut allowed = Vec::new();
     for (key, value) in annotations {
-        let key = key.as_str();
+        let (key, value) = (key.as_str(), value.as_str());
         if settings.is_denied(key) {
             out.removals.push((key, "it matches the deny list".to_owned()));
-            continue;
-        }
-        let hint_key = match parse_hint_key(key) {
-            Ok(Some(hint_key)) => hint_key,
-            Ok(None) => {
-                if let Some(name) = parse_force_shared_key(key) {
-                    if value == "true" && volumes.contains(name) {
-                        out.force_shared.insert(name);
-                    }
+        } else if let Some(name) = parse_force_shared_key(key) {
+            match parse_go_bool(value) {
+                Ok(true) if volumes.all.contains(name) => {
+                    out.force_shared.insert(name);
                 }
-                continue;
+                Ok(_) => {}
+                Err(e) => out.ignored.push(format!("annotation {key:?}: {e}")),
             }
-            Err(e) => {
-                out.removals.push((key, e.to_string()));
-                continue;
-            }
-        };
-        let name = hint_key.name;
-        if hint_key.field == HintField::Source {
-            out.removals.push((key, "the source of a hint is set by the node, never by the pod".to_owned()));
-            continue;
-        }
-        if !volumes.contains(name) {
-            out.removals.push((key, format!("the pod has no volume named {name:?}")));
-            continue;
-        }
-        let hint = out.hints.entry(name).or_default();
-        let accepted = match hint_key.field {
-            HintField::Type => value.parse().map(|t| hint.hint_type = Some(t)).map_err(|e| e.to_string()),
-            HintField::Share => value.parse().map(|s| hint.share = Some(s)).map_err(|e| e.to_string()),
-            HintField::Options => parse_options(value, settings.memory_size_option)
-                .map(|_| hint.options = Some(value.as_str()))
-                .map_err(|e| e.to_string()),
-            HintField::Source => unreachable!("handled above"),
-        };
-        match accepted {
-            Ok(()) => hint.keys.push(key),
-            Err(reason) => out.removals.push((key, reason)),
+        } else {
+            allowed.push((key, value));
         }
     }
-    out.hints.retain(|_, hint| !hint.keys.is_empty());
+    let groups = group_hints(allowed);
+    for (key, e) in groups.malformed {
+        out.removals.push((key, e.to_string()));
+    }
+    let oldest = settings.oldest_runsc();
+    for (name, raw) in groups.hints {
+        let key_of = |field| annotation_key(annotations, name, field);
+        if !volumes.all.contains(name) {
+            for (field, _) in raw.fields() {
+                let key = key_of(field);
+                let reason = if field == HintField::Source {
+                    SOURCE_IS_THE_NODES.to_owned()
+                } else {
+                    format!("the pod has no volume named {name:?}")
+                };
+                out.removals.push((key, reason));
+            }
+            continue;
+        }
+        let mut hint = AuthorHint::default();
+        for (field, value) in raw.fields() {
+            let key = key_of(field);
+            let verdict = match field {
+                HintField::Source => Err(SOURCE_IS_THE_NODES.to_owned()),
+                _ => check_field(field, value, oldest)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| accept(&mut hint, field, value, volumes.empty_dirs.contains(name))),
+            };
+            match verdict {
+                Ok(()) => hint.keys.push(key),
+                Err(reason) => out.removals.push((key, reason)),
+            }
+        }
+        if !hint.keys.is_empty() {
+            out.hints.insert(name, hint);
+        }
+    }
+    out.removals.sort_by(|a, b| a.0.cmp(b.0));
     out
+}
+
+/// Records a field [`check_field`] accepted, unless the volume's kind forbids it.
+fn accept<'a>(hint: &mut AuthorHint<'a>, field: HintField, value: &'a str, is_empty_dir: bool) -> Result<(), String> {
+    let checked = "checked by check_field";
+    match field {
+        HintField::Type => {
+            let hint_type = value.parse().expect(checked);
+            if hint_type == HintType::Tmpfs && !is_empty_dir {
+                return Err(TmpfsOverNonEmptyDir.to_string());
+            }
+            hint.hint_type = Some(hint_type);
+        }
+        HintField::Share => hint.share = Some(value.parse().expect(checked)),
+        HintField::Options => hint.options = Some(value),
+        HintField::Directfs => hint.directfs = Some(value.parse().expect(checked)),
+        HintField::Source => unreachable!("the source is refused before"),
+    }
+    Ok(())
+}
+
+const SOURCE_IS_THE_NODES: &str = "the source of a hint is set by the node, never by the pod";
+
+/// The annotation key (borrowed from the pod) of a grouped field.
+fn annotation_key<'a>(annotations: &'a BTreeMap<String, String>, name: &str, field: HintField) -> &'a str {
+    let key = mount_hints::hint_key(name, field);
+    annotations.get_key_value(&key).map(|(k, _)| k.as_str()).expect("grouped from these annotations")
 }

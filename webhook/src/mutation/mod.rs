@@ -8,13 +8,13 @@ mod volumes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use json_patch::Patch;
-use mount_hints::{hint_key, is_valid_annotation_key, HintField, HintType, Share};
+use mount_hints::{hint_key, is_valid_annotation_key, Directfs, HintField, HintType, RawHint, Share};
 
 pub use patch::prefixed_patch_json;
 
 use crate::pod::PodFacts;
 use crate::settings::{GvisorScope, MutationSettings};
-use author::{review_author_annotations, AuthorHint};
+use author::{review_author_annotations, AuthorHint, PodVolumes};
 use volumes::{plan_volumes, PlannedHint};
 
 /// Audit-annotation keys (the API server prefixes them with the webhook's name).
@@ -29,6 +29,8 @@ pub struct EmptyDirHint {
     pub hint_type: HintType,
     pub share: Share,
     pub options: Option<String>,
+    /// The author's per-mount directfs choice, kept only when every runsc in use knows the field.
+    pub directfs: Option<Directfs>,
     /// At least one field came from the pod author and was kept.
     pub from_author: bool,
     /// The author asked for `dev.gvisor.empty-dir.<volume>.force-shared`: the node turns it into bind/shared.
@@ -54,7 +56,8 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
     let empty = BTreeMap::new();
     let original = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let plan = plan_volumes(pod, settings);
-    let author = review_author_annotations(original, &plan.all_volumes, settings);
+    let volumes = PodVolumes { all: &plan.all_volumes, empty_dirs: &plan.empty_dir_names };
+    let author = review_author_annotations(original, &volumes, settings);
 
     let mut warnings = Vec::new();
     let mut desired = original.clone();
@@ -76,6 +79,7 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
         }
     }
     warnings.extend(plan.notes.iter().cloned());
+    warnings.extend(author.ignored.iter().cloned());
 
     let names: BTreeSet<&str> = planned.keys().chain(author.hints.keys()).copied().collect();
     let no_author_hint = AuthorHint::default();
@@ -83,8 +87,10 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
     for name in names {
         let from_author = author.hints.get(name).unwrap_or(&no_author_hint);
         let ours = planned.get(name).copied();
-        match merge_hint(name, ours, from_author) {
-            Ok(mut hint) => {
+        let mounted_by = plan.mounted_by.get(name).copied().unwrap_or(0);
+        match merge_hint(name, ours, from_author, mounted_by) {
+            Ok((mut hint, widened)) => {
+                warnings.extend(widened);
                 hint.force_shared = author.force_shared.contains(name);
                 desired.insert(hint_key(name, HintField::Type), hint.hint_type.as_str().to_owned());
                 desired.insert(hint_key(name, HintField::Share), hint.share.as_str().to_owned());
@@ -108,24 +114,45 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
 }
 
 /// The author's valid fields win (escape hatch, and idempotence over our own output); ours fill the gaps. A
-/// hint runsc would refuse (missing type or share) or one whose keys the API server would refuse is dropped.
-fn merge_hint(name: &str, ours: Option<&PlannedHint>, author: &AuthorHint<'_>) -> Result<EmptyDirHint, String> {
+/// share never narrows: one (the author's, or an earlier pass's) narrower than the `mounted_by` containers
+/// need is widened, with the warning returned beside the hint. A hint runsc would refuse (missing type or
+/// share) or one whose keys the API server would refuse is dropped.
+fn merge_hint(
+    name: &str,
+    ours: Option<&PlannedHint>,
+    author: &AuthorHint<'_>,
+    mounted_by: usize,
+) -> Result<(EmptyDirHint, Option<String>), String> {
     let hint_type = author.hint_type.or(ours.map(|h| h.hint_type));
     let share = author.share.or(ours.map(|h| h.share));
     let options = author.options.map(str::to_owned).or_else(|| ours.and_then(|h| h.options.clone()));
-    let (Some(hint_type), Some(share)) = (hint_type, share) else {
-        return Err("a hint needs both type and share, and the webhook has no value to add for this volume".into());
-    };
-    let fields: &[HintField] = if options.is_some() {
-        &[HintField::Type, HintField::Share, HintField::Options]
-    } else {
-        &[HintField::Type, HintField::Share]
-    };
+    let mut raw = RawHint::default();
+    raw.extend(hint_type.map(|t| (HintField::Type, t.as_str())));
+    raw.extend(share.map(|s| (HintField::Share, s.as_str())));
+    if let Err(e) = raw.check_complete_but_source() {
+        return Err(format!("it {e}, and the webhook has no value to add for this volume"));
+    }
+    let (Some(hint_type), Some(share)) = (hint_type, share) else { unreachable!("checked complete") };
+    let widened_share = share.widened_to(Share::for_containers(mounted_by));
+    let widened = (widened_share != share).then(|| {
+        format!("share of volume {name:?} widened from {share} to {widened_share}: {mounted_by} containers mount it")
+    });
+    let mut fields = vec![HintField::Type, HintField::Share];
+    fields.extend(options.is_some().then_some(HintField::Options));
+    fields.extend(author.directfs.is_some().then_some(HintField::Directfs));
     if let Some(field) = fields.iter().find(|f| !is_valid_annotation_key(&hint_key(name, **f))) {
         return Err(format!("its {field} key would exceed the 63-character annotation limit"));
     }
-    let from_author = !author.keys.is_empty();
-    Ok(EmptyDirHint { volume: name.to_owned(), hint_type, share, options, from_author, force_shared: false })
+    let hint = EmptyDirHint {
+        volume: name.to_owned(),
+        hint_type,
+        share: widened_share,
+        options,
+        directfs: author.directfs,
+        from_author: !author.keys.is_empty(),
+        force_shared: false,
+    };
+    Ok((hint, widened))
 }
 
 fn audit_summary(hints: &[EmptyDirHint], removals: &[(&str, String)]) -> BTreeMap<String, String> {
@@ -135,6 +162,10 @@ fn audit_summary(hints: &[EmptyDirHint], removals: &[(&str, String)]) -> BTreeMa
         if let Some(o) = &h.options {
             s.push('/');
             s.push_str(o);
+        }
+        if let Some(d) = h.directfs {
+            s.push_str("/directfs=");
+            s.push_str(d.as_str());
         }
         s
     };

@@ -258,3 +258,142 @@ fn second_pass_is_empty_and_output_is_deterministic() {
         first.hints.iter().map(|h| (&h.volume, h.hint_type, h.share)).collect::<Vec<_>>()
     );
 }
+
+fn release(date: u32) -> Option<mount_hints::RunscRelease> {
+    Some(mount_hints::RunscRelease::from_date(date).unwrap())
+}
+
+#[test]
+fn a_share_never_narrows() {
+    let mut p = gvisor_pod(
+        json!([{"name": "both", "emptyDir": {}}, {"name": "one", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}},
+               {"name": "wide", "emptyDir": {}}]),
+        &[("a", &["both", "one", "cfg", "wide"]), ("b", &["both", "cfg", "wide"])],
+    );
+    p["metadata"]["annotations"] = json!({
+        "dev.gvisor.spec.mount.both.share": "container",
+        "dev.gvisor.spec.mount.one.share": "container",
+        "dev.gvisor.spec.mount.cfg.type": "bind",
+        "dev.gvisor.spec.mount.cfg.share": "container",
+        "dev.gvisor.spec.mount.wide.share": "shared",
+    });
+    let m = run(&p);
+    let a = applied(&p, &m);
+    assert_eq!(a["dev.gvisor.spec.mount.both.share"], "pod");
+    assert_eq!(a["dev.gvisor.spec.mount.cfg.share"], "pod", "the escape hatch is widened too");
+    assert_eq!(a["dev.gvisor.spec.mount.one.share"], "container", "one container: the author's value stands");
+    assert_eq!(a["dev.gvisor.spec.mount.wide.share"], "shared", "wider than needed is never narrowed");
+    for volume in ["both", "cfg"] {
+        let warning = format!("share of volume {volume:?} widened from container to pod: 2 containers mount it");
+        assert!(m.warnings.contains(&warning), "{:?}", m.warnings);
+    }
+    assert_eq!(m.warnings.iter().filter(|w| w.contains("widened")).count(), 2);
+}
+
+#[test]
+fn reinvocation_after_a_sidecar_was_added_widens_our_own_share() {
+    let p = gvisor_pod(json!([{"name": "logs", "emptyDir": {}}]), &[("app", &["logs"])]);
+    let first = run(&p);
+    let mut mutated = p.clone();
+    json_patch::patch(&mut mutated, &first.patch.0).unwrap();
+    assert_eq!(applied(&p, &first)["dev.gvisor.spec.mount.logs.share"], "container");
+    // Another webhook injects a log shipper that mounts the same volume (reinvocationPolicy: IfNeeded).
+    mutated["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "shipper", "image": "x", "volumeMounts": [{"name": "logs", "mountPath": "/l"}]}));
+    let second = run(&mutated);
+    assert_eq!(applied(&mutated, &second)["dev.gvisor.spec.mount.logs.share"], "pod");
+    assert!(second.warnings.iter().any(|w| w.contains("\"logs\" widened")));
+}
+
+#[test]
+fn directfs_follows_min_runsc_release() {
+    let mut p = gvisor_pod(
+        json!([{"name": "data", "emptyDir": {}}, {"name": "bad", "emptyDir": {}}]),
+        &[("a", &["data", "bad"])],
+    );
+    p["metadata"]["annotations"] = json!({
+        "dev.gvisor.spec.mount.data.directfs": "off",
+        "dev.gvisor.spec.mount.bad.directfs": "on",
+    });
+    // Default (the 2022 runsc, where the field is fatal): removed with a warning naming the release.
+    let m = run(&p);
+    let a = applied(&p, &m);
+    assert!(!a.contains_key("dev.gvisor.spec.mount.data.directfs"));
+    assert!(
+        m.warnings.iter().any(|w| w.contains("data.directfs") && w.contains("release-20260520")),
+        "{:?}",
+        m.warnings
+    );
+    // Just before the first release with the field: still removed.
+    let before = MutationSettings { min_runsc_release: release(20260511), ..Default::default() };
+    assert!(!applied(&p, &run_with(&p, &before)).contains_key("dev.gvisor.spec.mount.data.directfs"));
+    // From that release on: kept, and the webhook fills type and share around it.
+    let newest = MutationSettings { min_runsc_release: release(20260520), ..Default::default() };
+    let m = run_with(&p, &newest);
+    let a = applied(&p, &m);
+    assert_eq!(a["dev.gvisor.spec.mount.data.directfs"], "off");
+    assert_eq!(a["dev.gvisor.spec.mount.data.type"], "bind");
+    assert_eq!(hint_of(&m, "data").unwrap().directfs, Some(mount_hints::Directfs::Off));
+    assert!(m.audit[AUDIT_HINTS].contains("data=bind/container/directfs=off"));
+    // Any other value is wrong on every runsc.
+    assert!(!a.contains_key("dev.gvisor.spec.mount.bad.directfs"));
+    assert!(m.warnings.iter().any(|w| w.contains("bad.directfs") && w.contains("invalid directfs `on`")));
+    let again = {
+        let mut mutated = p.clone();
+        json_patch::patch(&mut mutated, &m.patch.0).unwrap();
+        run_with(&mutated, &newest)
+    };
+    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+}
+
+#[test]
+fn min_runsc_release_allows_valued_author_options() {
+    let mut p = gvisor_pod(json!([{"name": "m", "emptyDir": {"medium": "Memory"}}]), &[("a", &["m"])]);
+    p["metadata"]["annotations"] = json!({"dev.gvisor.spec.mount.m.options": "size=1g"});
+    assert!(!applied(&p, &run(&p)).contains_key("dev.gvisor.spec.mount.m.options"));
+    let new = MutationSettings { min_runsc_release: release(20240501), ..Default::default() };
+    assert_eq!(applied(&p, &run_with(&p, &new))["dev.gvisor.spec.mount.m.options"], "size=1g");
+}
+
+#[test]
+fn force_shared_is_read_like_go_parse_bool() {
+    let mut p = gvisor_pod(
+        json!([{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}, {"name": "c", "emptyDir": {}}]),
+        &[("x", &["a", "b", "c"])],
+    );
+    p["metadata"]["annotations"] = json!({
+        "dev.gvisor.empty-dir.a.force-shared": "T",
+        "dev.gvisor.empty-dir.b.force-shared": "yes",
+        "dev.gvisor.empty-dir.c.force-shared": "False",
+    });
+    let m = run(&p);
+    assert!(hint_of(&m, "a").unwrap().force_shared);
+    assert!(!hint_of(&m, "b").unwrap().force_shared);
+    assert!(!hint_of(&m, "c").unwrap().force_shared);
+    assert_eq!(m.audit[AUDIT_FORCE_SHARED], "a");
+    assert!(m.warnings.iter().any(|w| w.contains("dev.gvisor.empty-dir.b.force-shared") && w.contains("`yes`")));
+    // Kept as written: the node reads it with the same parser.
+    assert_eq!(applied(&p, &m)["dev.gvisor.empty-dir.b.force-shared"], "yes");
+}
+
+#[test]
+fn tmpfs_is_never_kept_on_a_volume_that_is_not_an_empty_dir() {
+    let mut p = gvisor_pod(
+        json!([{"name": "cfg", "configMap": {"name": "c"}}, {"name": "sec", "secret": {"secretName": "s"}},
+               {"name": "tok", "projected": {"sources": []}}]),
+        &[("a", &["cfg", "sec", "tok"])],
+    );
+    p["metadata"]["annotations"] = json!({
+        "dev.gvisor.spec.mount.cfg.type": "tmpfs", "dev.gvisor.spec.mount.cfg.share": "container",
+        "dev.gvisor.spec.mount.sec.type": "bind", "dev.gvisor.spec.mount.sec.share": "container",
+        "dev.gvisor.spec.mount.tok.type": "tmpfs",
+    });
+    let m = run(&p);
+    let a = applied(&p, &m);
+    assert!(!a.keys().any(|k| k.starts_with("dev.gvisor.spec.mount.cfg.")), "{a:?}");
+    assert!(!a.keys().any(|k| k.starts_with("dev.gvisor.spec.mount.tok.")), "{a:?}");
+    assert_eq!(a["dev.gvisor.spec.mount.sec.type"], "bind");
+    assert!(m.warnings.iter().any(|w| w.contains("cfg.type") && w.contains("not an emptyDir")), "{:?}", m.warnings);
+}

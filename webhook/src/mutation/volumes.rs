@@ -52,17 +52,23 @@ pub(crate) struct VolumePlan<'a> {
     pub empty_dirs: Vec<(&'a str, Result<PlannedHint, SkipReason>)>,
     /// Every volume name of the pod (any source).
     pub all_volumes: BTreeSet<&'a str>,
+    /// The emptyDir volumes (hinted or skipped).
+    pub empty_dir_names: BTreeSet<&'a str>,
+    /// How many distinct containers mount each volume (any source).
+    pub mounted_by: BTreeMap<&'a str, usize>,
     /// Problems that do not prevent the hint (e.g. a sizeLimit that cannot become `size=`).
     pub notes: Vec<String>,
 }
 
 pub(crate) fn plan_volumes<'a>(pod: &'a PodFacts, settings: &MutationSettings) -> VolumePlan<'a> {
     let usage = mount_usage(pod);
-    let mut plan = VolumePlan::default();
+    let mounted_by = usage.iter().map(|(name, u)| (*name, u.containers.len())).collect();
+    let mut plan = VolumePlan { mounted_by, ..VolumePlan::default() };
     for volume in &pod.spec.volumes {
         plan.all_volumes.insert(&volume.name);
         let Some(empty_dir) = &volume.empty_dir else { continue };
         let name = volume.name.as_str();
+        plan.empty_dir_names.insert(name);
         let planned = plan_empty_dir(name, empty_dir, usage.get(name), settings, &mut plan.notes);
         plan.empty_dirs.push((name, planned));
     }
@@ -96,10 +102,9 @@ fn plan_empty_dir(
     }
     let share = match settings.share_policy {
         SharePolicy::AlwaysPod => Share::Pod,
-        SharePolicy::Count if usage.containers.len() > 1 => Share::Pod,
-        SharePolicy::Count => Share::Container,
+        SharePolicy::Count => Share::for_containers(usage.containers.len()),
     };
-    let options = match (&empty_dir.size_limit, hint_type, settings.memory_size_option) {
+    let options = match (&empty_dir.size_limit, hint_type, settings.emits_size_option()) {
         (Some(limit), HintType::Tmpfs, true) => size_option(name, limit, notes),
         _ => None,
     };

@@ -1,0 +1,186 @@
+//! How the node backs a hinted volume: a sandbox tmpfs, or the host directory through the gofer. The hint
+//! completion (sandbox spec) and the mount rewrite (container specs) must agree on it mount by mount, so both
+//! ask [`decide_backing`].
+
+use std::fmt;
+
+use crate::release::RunscRelease;
+use crate::values::{HintType, Share};
+
+/// runsc's disk-backed tmpfs keeps its data in a file of this prefix inside the volume directory.
+pub const FILESTORE_PREFIX: &str = ".gvisor.filestore.";
+
+/// Whether a directory entry is runsc's filestore: a regular file (not a directory, not a symlink) named
+/// `.gvisor.filestore.*`. Anything else in an emptyDir is data a sandbox tmpfs would hide.
+pub fn is_filestore_entry(name: &str, is_regular_file: bool) -> bool {
+    is_regular_file && name.starts_with(FILESTORE_PREFIX)
+}
+
+/// What the node knows about the volume behind a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeOnNode {
+    /// A `kubernetes.io~empty-dir` directory.
+    EmptyDir {
+        /// It holds nothing but (at most) runsc's filestore file.
+        empty: bool,
+        /// The author set `dev.gvisor.empty-dir.<NAME>.force-shared` to a true value.
+        force_shared: bool,
+    },
+    /// Any other volume plugin (configMap, secret, projected, hostPath, CSI...).
+    Other,
+}
+
+/// The node's decision for one hinted volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backing {
+    /// The hint's `type` and `share` on the sandbox spec.
+    pub hint_type: HintType,
+    pub share: Share,
+    /// The type of the container mounts of the volume: `tmpfs` only for a memory-backed sandbox tmpfs; a
+    /// disk-backed one keeps its `bind` mount (runsc then backs the tmpfs with the filestore file).
+    pub mount_type: HintType,
+    /// Why the webhook's choice was changed, if it was.
+    pub changed: Option<BackingChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingChange {
+    ForceShared,
+    NotEmpty,
+    NoDiskBackedTmpfs,
+}
+
+impl fmt::Display for BackingChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A predicate for "emptyDir <NAME> ...".
+        f.write_str(match self {
+            BackingChange::ForceShared => "is force-shared by the pod author",
+            BackingChange::NotEmpty => "already holds files on the host",
+            BackingChange::NoDiskBackedTmpfs => {
+                "is on disk, and this runsc cannot back a tmpfs with disk (release-20231023 can)"
+            }
+        })
+    }
+}
+
+/// A tmpfs hint on a volume that is not an emptyDir: a sandbox tmpfs would hide the volume's content (a
+/// configMap, a secret, a projected token) and every later update of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("type tmpfs on a volume that is not an emptyDir would hide its content and updates")]
+pub struct TmpfsOverNonEmptyDir;
+
+/// Decides the backing of a hinted volume from the webhook's `type`/`share` (the medium: `tmpfs` for
+/// `Memory`, `bind` for disk), what the node sees and the runsc release in use (`None`: unknown, so the
+/// oldest supported). `release` is asked only when the answer depends on it (finding it may run
+/// `runsc --version`); the mount type never does.
+pub fn decide_backing(
+    hint_type: HintType,
+    share: Share,
+    volume: VolumeOnNode,
+    release: impl FnOnce() -> Option<RunscRelease>,
+) -> Result<Backing, TmpfsOverNonEmptyDir> {
+    let shared_bind = |why| Backing {
+        hint_type: HintType::Bind,
+        share: Share::Shared,
+        mount_type: HintType::Bind,
+        changed: Some(why),
+    };
+    let (empty, force_shared) = match volume {
+        VolumeOnNode::Other if hint_type == HintType::Tmpfs => return Err(TmpfsOverNonEmptyDir),
+        // The author's documented escape hatch: a bind hint on another volume is passed on as written.
+        VolumeOnNode::Other => return Ok(Backing { hint_type, share, mount_type: HintType::Bind, changed: None }),
+        VolumeOnNode::EmptyDir { empty, force_shared } => (empty, force_shared),
+    };
+    Ok(if force_shared {
+        shared_bind(BackingChange::ForceShared)
+    } else if !empty {
+        shared_bind(BackingChange::NotEmpty)
+    } else {
+        match hint_type {
+            // Memory medium: a memory-backed sandbox tmpfs works on every runsc.
+            HintType::Tmpfs => Backing { hint_type, share, mount_type: HintType::Tmpfs, changed: None },
+            // Disk medium: a tmpfs hint over the bind mount is disk-backed through the filestore file, which
+            // only newer runsc can do; older ones fail the container, so they keep the gofer.
+            HintType::Bind if release().unwrap_or(RunscRelease::OLDEST_SUPPORTED).supports_disk_backed_tmpfs() => {
+                Backing { hint_type: HintType::Tmpfs, share, mount_type: HintType::Bind, changed: None }
+            }
+            HintType::Bind => shared_bind(BackingChange::NoDiskBackedTmpfs),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HintType::{Bind, Tmpfs};
+    use Share::{Container, Pod, Shared};
+
+    const OLD: Option<RunscRelease> = Some(RunscRelease::DEBIAN_BOOKWORM);
+    const NEW: Option<RunscRelease> = Some(RunscRelease::VALUED_OPTIONS);
+
+    fn empty_dir(empty: bool, force_shared: bool) -> VolumeOnNode {
+        VolumeOnNode::EmptyDir { empty, force_shared }
+    }
+
+    #[test]
+    fn decision_table() {
+        // (webhook type, share, volume, release) -> (hint type, share, mount type)
+        let rows = [
+            (Tmpfs, Pod, empty_dir(true, false), OLD, (Tmpfs, Pod, Tmpfs)),
+            (Tmpfs, Container, empty_dir(true, false), None, (Tmpfs, Container, Tmpfs)),
+            (Bind, Pod, empty_dir(true, false), NEW, (Tmpfs, Pod, Bind)),
+            (Bind, Pod, empty_dir(true, false), OLD, (Bind, Shared, Bind)),
+            (Bind, Pod, empty_dir(true, false), None, (Bind, Shared, Bind)),
+            (Tmpfs, Pod, empty_dir(false, false), NEW, (Bind, Shared, Bind)),
+            (Bind, Container, empty_dir(false, false), NEW, (Bind, Shared, Bind)),
+            (Tmpfs, Pod, empty_dir(true, true), NEW, (Bind, Shared, Bind)),
+            (Bind, Pod, empty_dir(true, true), OLD, (Bind, Shared, Bind)),
+            (Bind, Container, VolumeOnNode::Other, NEW, (Bind, Container, Bind)),
+            (Bind, Pod, VolumeOnNode::Other, OLD, (Bind, Pod, Bind)),
+        ];
+        for (hint_type, share, volume, release, want) in rows {
+            let got = decide_backing(hint_type, share, volume, || release).unwrap();
+            let mount_only = decide_backing(hint_type, share, volume, || None).unwrap();
+            assert_eq!(got.mount_type, mount_only.mount_type, "the mount type never depends on the release");
+            assert_eq!(
+                (got.hint_type, got.share, got.mount_type),
+                want,
+                "{hint_type:?} {share:?} {volume:?} {release:?}"
+            );
+        }
+        assert_eq!(
+            decide_backing(Tmpfs, Pod, empty_dir(true, true), || NEW).unwrap().changed,
+            Some(BackingChange::ForceShared)
+        );
+    }
+
+    #[test]
+    fn the_release_is_asked_only_when_it_decides() {
+        let asked = std::cell::Cell::new(0);
+        let release = || {
+            asked.set(asked.get() + 1);
+            NEW
+        };
+        decide_backing(Tmpfs, Pod, empty_dir(true, false), release).unwrap();
+        decide_backing(Bind, Pod, empty_dir(false, false), release).unwrap();
+        decide_backing(Bind, Pod, VolumeOnNode::Other, release).unwrap();
+        assert_eq!(asked.get(), 0);
+        decide_backing(Bind, Pod, empty_dir(true, false), release).unwrap();
+        assert_eq!(asked.get(), 1);
+    }
+
+    #[test]
+    fn never_tmpfs_over_another_volume() {
+        for release in [OLD, NEW, None] {
+            assert_eq!(decide_backing(Tmpfs, Pod, VolumeOnNode::Other, || release), Err(TmpfsOverNonEmptyDir));
+        }
+    }
+
+    #[test]
+    fn only_a_regular_file_is_a_filestore() {
+        assert!(is_filestore_entry(".gvisor.filestore.1234", true));
+        assert!(!is_filestore_entry(".gvisor.filestore.1234", false));
+        assert!(!is_filestore_entry(".gvisor.filestore", true));
+        assert!(!is_filestore_entry("data", true));
+    }
+}
