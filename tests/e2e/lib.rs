@@ -79,11 +79,13 @@ impl OciImage {
         let json = |path: PathBuf| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
-        let blob = |digest: &serde_json::Value| dir.path().join("blobs").join(digest.as_str().unwrap().replace(':', "/"));
+        let blob =
+            |digest: &serde_json::Value| dir.path().join("blobs").join(digest.as_str().unwrap().replace(':', "/"));
         let index = json(dir.path().join("index.json"));
         let manifests = index["manifests"].as_array().expect("index.json has manifests");
         assert_eq!(manifests.len(), 1, "one image per archive: {index}");
-        let ref_name = manifests[0]["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or("").to_owned();
+        let ref_name =
+            manifests[0]["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or("").to_owned();
         let manifest = json(blob(&manifests[0]["digest"]));
         let config = json(blob(&manifest["config"]["digest"]));
         let mut entries = BTreeMap::new();
@@ -121,8 +123,13 @@ impl Podman {
     pub fn new() -> Podman {
         assert!(Path::new("/usr/bin/podman").exists(), "podman not found: run tests/install-deps (as root)");
         let dir = tempfile::Builder::new().prefix("mount-hints-images.").tempdir().unwrap();
-        let conf = "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-                    [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n";
+        // Its own tmp_dir too: Podman keeps its liveness and lock files there, and a shared one lets parallel
+        // tests trip over each other.
+        let conf = format!(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\ntmp_dir = \"{}\"\n",
+            dir.path().join("tmp").display()
+        );
         std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
         Podman { dir }
     }
@@ -159,9 +166,9 @@ impl Default for Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        // Containers left by a failed assertion would keep the vfs storage busy.
+        // Containers left by a failed assertion would keep running; the storage (vfs: plain directories) goes
+        // with the temporary directory.
         let _ = self.command().args(["rm", "--all", "--force", "--time", "0"]).output();
-        let _ = self.command().args(["system", "reset", "--force"]).output();
     }
 }
 

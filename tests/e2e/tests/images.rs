@@ -48,7 +48,8 @@ fn images_carry_only_their_binary_and_the_oci_labels() {
 #[test]
 fn manifests_name_exactly_the_images_built() {
     let root = workspace();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("manifests/base")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(root.join("manifests/base")).unwrap().map(|e| e.unwrap().path()).collect();
     files.push(root.join("manifests/node/daemonset.yaml"));
     let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
@@ -59,15 +60,27 @@ fn manifests_name_exactly_the_images_built() {
             for list in ["initContainers", "containers"] {
                 for container in spec[list].as_array().into_iter().flatten() {
                     let image = container["image"].as_str().unwrap().to_owned();
-                    let user = format!("{}/{}/{}", file.file_name().unwrap().to_string_lossy(), list, container["name"]);
-                    assert!(container.get("command").is_none(), "{user}: the image's entrypoint runs, no shell command");
+                    let user =
+                        format!("{}/{}/{}", file.file_name().unwrap().to_string_lossy(), list, container["name"]);
+                    assert!(
+                        container.get("command").is_none(),
+                        "{user}: the image's entrypoint runs, no shell command"
+                    );
                     images.entry(image).or_default().push(user);
                 }
             }
         }
     }
     let built: Vec<String> = IMAGES.iter().map(|n| image_ref(n)).collect();
-    assert_eq!(images.keys().cloned().collect::<Vec<_>>(), { let mut b = built.clone(); b.sort(); b }, "{images:?}");
+    assert_eq!(
+        images.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut b = built.clone();
+            b.sort();
+            b
+        },
+        "{images:?}"
+    );
     assert!(images[&image_ref(HOOK)].len() >= 2, "the DaemonSet's install and idle containers both use the hook image");
 }
 
@@ -125,7 +138,9 @@ fn webhook_image_serves_a_review_over_tls_as_non_root_without_a_shell() {
         "--no-cluster",
         "--drain-delay=0s",
     ]));
-    let curl = |args: &[&str]| Command::new("curl").args(["-s", "--max-time", "5"]).args(args).stdin(Stdio::null()).output().unwrap();
+    let curl = |args: &[&str]| {
+        Command::new("curl").args(["-s", "--max-time", "5"]).args(args).stdin(Stdio::null()).output().unwrap()
+    };
     let readyz = format!("http://127.0.0.1:{health}/readyz");
     wait_until("the webhook container's /readyz", Duration::from_secs(30), || {
         curl(&["-o", "/dev/null", "-w", "%{http_code}", &readyz]).stdout == b"200"
@@ -149,8 +164,9 @@ fn webhook_image_serves_a_review_over_tls_as_non_root_without_a_shell() {
         &format!("@{}", review.display()),
         &format!("https://127.0.0.1:{port}/mutate"),
     ]);
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
     assert_eq!(reply["response"]["uid"], request["request"]["uid"]);
     assert_eq!(reply["response"]["allowed"], true);
     let patch = base64::engine::general_purpose::STANDARD.decode(reply["response"]["patch"].as_str().unwrap()).unwrap();
@@ -190,6 +206,10 @@ fn hook_image_installs_and_uninstalls_on_a_throw_away_host_root() {
     let at = |rel: &str| host.path().join(rel);
     std::fs::create_dir_all(at("usr/local/bin")).unwrap();
     std::fs::create_dir_all(at("etc/containerd")).unwrap();
+    // The node's real runsc (doctor checks that hook.json names an executable; it is never run here).
+    std::fs::create_dir_all(at("usr/local/sbin")).unwrap();
+    std::fs::write(at("usr/local/sbin/runsc"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(at("usr/local/sbin/runsc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // A node as its provisioning left it: containerd with the runsc handler and annotation passthrough, and the
     // gVisor shim's configuration naming the real runsc, with comments and a table of its own.
     std::fs::copy(workspace().join("manifests/node/containerd-runsc.toml"), at("etc/containerd/config.toml")).unwrap();
@@ -224,11 +244,21 @@ fn hook_image_installs_and_uninstalls_on_a_throw_away_host_root() {
     assert!(!names.iter().any(|n| n.contains(".tmp") || n.contains(".new")), "temporary files left: {names:?}");
 
     let again = run_ok(&mut hook(&["install", "--host-root", "/host"]));
-    assert_eq!(snapshot(host.path()), installed, "a second install changes nothing:\n{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(
+        snapshot(host.path()),
+        installed,
+        "a second install changes nothing:\n{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 
     let doctor = hook(&["doctor", "--host-root", "/host"]).stdin(Stdio::null()).output().unwrap();
     eprintln!("doctor:\n{}", String::from_utf8_lossy(&doctor.stdout));
-    assert!(doctor.status.success(), "doctor after install: {}{}", String::from_utf8_lossy(&doctor.stdout), String::from_utf8_lossy(&doctor.stderr));
+    assert!(
+        doctor.status.success(),
+        "doctor after install: {}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
 
     let uninstall = run_ok(&mut hook(&["uninstall", "--host-root", "/host"]));
     eprintln!("uninstall:\n{}", String::from_utf8_lossy(&uninstall.stdout));
@@ -238,5 +268,9 @@ fn hook_image_installs_and_uninstalls_on_a_throw_away_host_root() {
         before[Path::new("etc/containerd/runsc.toml")],
         "uninstall restores the shim configuration byte for byte"
     );
-    assert!(!after.contains_key(Path::new("usr/local/bin/mount-hints-hook")), "the hook binary is removed: {:?}", after.keys());
+    assert!(
+        !after.contains_key(Path::new("usr/local/bin/mount-hints-hook")),
+        "the hook binary is removed: {:?}",
+        after.keys()
+    );
 }
