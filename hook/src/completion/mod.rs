@@ -159,10 +159,6 @@ fn mount_options(mount: &Value) -> Vec<&str> {
     mount.get("options").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
 }
 
-fn is_bind_mount(mount: &Value) -> bool {
-    mount_field(mount, "type") == "bind" || mount_options(mount).iter().any(|o| matches!(*o, "bind" | "rbind"))
-}
-
 /// Turns a mount into `to`, recording the change. A tmpfs mount must not carry `bind`/`rbind` options.
 fn set_mount_type(edit: &mut SpecEdit, index: usize, to: &str) {
     let Some(mount) = edit.mounts_mut().and_then(|m| m.get_mut(index)) else { return };

@@ -61,6 +61,21 @@ pub(super) fn complete_volume_mounts(
         let Ok(hint_type) = hint_type.parse::<HintType>() else { continue };
         let resolved =
             node.kubelet_root().join("pods").join(volume.uid).join("volumes").join(volume.plugin).join(volume.name);
+        // A hint with a `source` was completed by a node (the webhook removes any an author writes), here by an
+        // earlier run on this same spec (a lone container, completed again at `runsc restore`). Its type no
+        // longer tells the medium: a disk emptyDir's `bind` became a disk-backed `tmpfs` whose mount stays a
+        // bind. The mount type completed then says it; following the hint again would make it memory-backed.
+        let completed_before =
+            annotations.get(&hint_key(volume.name, HintField::Source)).is_some_and(|s| Path::new(s) == resolved);
+        if completed_before && matches!(mount_field(&mount, "type"), "bind" | "tmpfs") {
+            continue;
+        }
+        // runsc matches a mount to its hint by the exact source, which the sandbox got from the node: a mount of
+        // any other directory of that name is not the hinted volume, and as a tmpfs it would be an empty one.
+        let is_hinted_dir = matches!(node.volume_dirs(uid, volume.name).as_deref(), Ok([dir]) if dir.path == resolved);
+        if !is_hinted_dir {
+            continue;
+        }
         let keep_bind = volume.plugin == EMPTY_DIR_PLUGIN
             && (annotations.get(&force_shared_key(volume.name)).is_some_and(|v| v == "true")
                 || !node.is_empty_for_tmpfs(&resolved).unwrap_or(false));

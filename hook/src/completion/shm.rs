@@ -4,15 +4,17 @@
 use mount_hints::{hint_key, HintField, DEV_SHM_HINT_NAME};
 use serde_json::Value;
 
-use super::{is_bind_mount, mount_field, set_mount_type, Change, SpecEdit};
+use super::{mount_field, set_mount_type, Change, SpecEdit};
 use crate::identity::ContainerKind;
 
 const SHM: &str = "/dev/shm";
 
 /// The pod's shm mount: a bind from a host path, or one this hook already turned into a tmpfs (its source is
-/// still that absolute path, while a runtime's own tmpfs /dev/shm has the source `shm`).
+/// still that absolute path, while a runtime's own tmpfs /dev/shm has the source `shm`). A bind without an
+/// absolute source names no host directory: runsc could not share it, and once it is a tmpfs nothing would
+/// tell it apart from the runtime's own.
 fn is_pod_shm(mount: &Value) -> bool {
-    mount_field(mount, "destination") == SHM && (is_bind_mount(mount) || mount_field(mount, "source").starts_with('/'))
+    mount_field(mount, "destination") == SHM && mount_field(mount, "source").starts_with('/')
 }
 
 pub(super) fn complete_dev_shm(edit: &mut SpecEdit, kind: ContainerKind) {
