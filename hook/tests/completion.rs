@@ -297,6 +297,23 @@ fn only_the_hinted_directory_follows_the_hint() {
     assert_eq!(mount_at(&done.spec, "/cache")[0]["type"], "bind");
 }
 
+/// Found by the `completion` fuzz target: a disk emptyDir mounted at /dev/shm was taken for the runtime's shm
+/// bind and made a tmpfs against its hint, then flipped back and forth on every run.
+#[test]
+fn an_empty_dir_at_dev_shm_follows_its_hint_not_the_shm_rule() {
+    let tree = KubeletTree::new();
+    let dshm = tree.empty_dir("dshm");
+    let mut container =
+        spec(Runtime::CriO, false, hint("dshm", "bind", "container"), vec![bind("/dev/shm", &path_str(&dshm))]);
+    // The runtime mounts the volume in place of its own shm bind.
+    let runtime_shm = shm_source(Runtime::CriO);
+    container["mounts"].as_array_mut().unwrap().retain(|m| m["source"] != runtime_shm.as_str());
+    let done = run(&container, &node(&tree, Some(OLD)));
+    let at_shm = mount_at(&done.spec, "/dev/shm");
+    let volume = at_shm.iter().find(|m| m["source"] == path_str(&dshm).as_str()).expect("the volume mount stays");
+    assert_eq!(volume["type"], "bind", "a disk emptyDir on the 2022 runsc stays a bind");
+}
+
 #[test]
 fn malformed_specs_are_errors_not_panics() {
     let tree = KubeletTree::new();

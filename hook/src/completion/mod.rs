@@ -65,7 +65,7 @@ pub fn complete(spec: &Value, node: &dyn NodeView, strict: bool) -> Result<Compl
     if kind.has_volume_mounts() {
         mounts::complete_volume_mounts(&mut edit, &annotations, uid.as_ref(), node);
     }
-    shm::complete_dev_shm(&mut edit, kind);
+    shm::complete_dev_shm(&mut edit, kind, node);
     if strict && !edit.dropped.is_empty() {
         return Err(Error::Strict(edit.dropped.join("; ")));
     }

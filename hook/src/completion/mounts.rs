@@ -20,6 +20,11 @@ struct VolumeSource<'a> {
     name: &'a str,
 }
 
+/// Whether `source` is a pod volume directory under the kubelet root (any spelling of it).
+pub(super) fn is_pod_volume(source: &str, node: &dyn NodeView) -> bool {
+    parse_volume_source(source, node).is_some()
+}
+
 fn parse_volume_source<'a>(source: &'a str, node: &dyn NodeView) -> Option<VolumeSource<'a>> {
     let roots = std::iter::once((node.kubelet_root(), false))
         .chain(node.kubelet_root_aliases().iter().map(|a| (a.as_path(), true)));
