@@ -254,6 +254,66 @@ fn a_lone_container_is_completed_as_root_and_application() {
     assert_eq!(mount_at(&done.spec, "/cache")[0]["type"], "tmpfs");
 }
 
+/// Found by the `completion` fuzz target: on a second run (`runsc restore`, or the hook both in front of runsc
+/// and as a Podman hook) a lone container's disk emptyDir, completed to a disk-backed tmpfs, had its bind mount
+/// turned into a memory tmpfs.
+#[test]
+fn a_lone_container_keeps_its_disk_backed_tmpfs_on_a_second_run() {
+    let tree = KubeletTree::new();
+    let scratch = tree.empty_dir("scratch");
+    let mut lone =
+        spec(Runtime::CriO, true, hint("scratch", "bind", "container"), vec![bind("/scratch", &path_str(&scratch))]);
+    lone["annotations"].as_object_mut().unwrap().remove("io.kubernetes.cri-o.ContainerType");
+    let done = run(&lone, &node(&tree, Some(NEW)));
+    assert_eq!(done.kind, ContainerKind::Root);
+    assert_eq!(type_share(&done.spec, "scratch"), (Some("tmpfs"), Some("container")));
+    assert_eq!(mount_at(&done.spec, "/scratch")[0]["type"], "bind", "a bind under a tmpfs hint is disk-backed");
+}
+
+/// Found by the `completion` fuzz target: a `/dev/shm` bind without a source got a shm hint with an empty
+/// source, and a second run removed it again.
+#[test]
+fn a_dev_shm_bind_without_a_source_gets_no_hint() {
+    let tree = KubeletTree::new();
+    let mut sandbox = spec(Runtime::Containerd, true, vec![], vec![]);
+    let shm = sandbox["mounts"].as_array_mut().unwrap().iter_mut().find(|m| m["type"] == "bind").unwrap();
+    shm.as_object_mut().unwrap().remove("source");
+    let done = run(&sandbox, &node(&tree, Some(NEW)));
+    let keys: Vec<&String> = done.spec["annotations"].as_object().unwrap().keys().collect();
+    assert!(!keys.iter().any(|k| k.contains("gvisorinternaldevshm")), "{keys:?}");
+    assert_eq!(mount_at(&done.spec, "/dev/shm").len(), 2, "nothing to share, so nothing is replaced");
+}
+
+/// Found by the `completion` fuzz target: a mount of another directory with the hinted volume's name was
+/// turned into a tmpfs, which runsc (matching hints by exact source) would have made an empty private one.
+#[test]
+fn only_the_hinted_directory_follows_the_hint() {
+    let tree = KubeletTree::new();
+    tree.empty_dir("cache");
+    let elsewhere = tree.root.join("pods").join(UID).join("volumes/kubernetes.io~csi/cache");
+    let container =
+        spec(Runtime::CriO, false, hint("cache", "tmpfs", "pod"), vec![bind("/cache", &path_str(&elsewhere))]);
+    let done = run(&container, &node(&tree, Some(NEW)));
+    assert_eq!(mount_at(&done.spec, "/cache")[0]["type"], "bind");
+}
+
+/// Found by the `completion` fuzz target: a disk emptyDir mounted at /dev/shm was taken for the runtime's shm
+/// bind and made a tmpfs against its hint, then flipped back and forth on every run.
+#[test]
+fn an_empty_dir_at_dev_shm_follows_its_hint_not_the_shm_rule() {
+    let tree = KubeletTree::new();
+    let dshm = tree.empty_dir("dshm");
+    let mut container =
+        spec(Runtime::CriO, false, hint("dshm", "bind", "container"), vec![bind("/dev/shm", &path_str(&dshm))]);
+    // The runtime mounts the volume in place of its own shm bind.
+    let runtime_shm = shm_source(Runtime::CriO);
+    container["mounts"].as_array_mut().unwrap().retain(|m| m["source"] != runtime_shm.as_str());
+    let done = run(&container, &node(&tree, Some(OLD)));
+    let at_shm = mount_at(&done.spec, "/dev/shm");
+    let volume = at_shm.iter().find(|m| m["source"] == path_str(&dshm).as_str()).expect("the volume mount stays");
+    assert_eq!(volume["type"], "bind", "a disk emptyDir on the 2022 runsc stays a bind");
+}
+
 #[test]
 fn malformed_specs_are_errors_not_panics() {
     let tree = KubeletTree::new();

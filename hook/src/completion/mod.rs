@@ -65,7 +65,7 @@ pub fn complete(spec: &Value, node: &dyn NodeView, strict: bool) -> Result<Compl
     if kind.has_volume_mounts() {
         mounts::complete_volume_mounts(&mut edit, &annotations, uid.as_ref(), node);
     }
-    shm::complete_dev_shm(&mut edit, kind);
+    shm::complete_dev_shm(&mut edit, kind, node);
     if strict && !edit.dropped.is_empty() {
         return Err(Error::Strict(edit.dropped.join("; ")));
     }
@@ -157,10 +157,6 @@ fn mount_field<'a>(mount: &'a Value, field: &str) -> &'a str {
 
 fn mount_options(mount: &Value) -> Vec<&str> {
     mount.get("options").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
-}
-
-fn is_bind_mount(mount: &Value) -> bool {
-    mount_field(mount, "type") == "bind" || mount_options(mount).iter().any(|o| matches!(*o, "bind" | "rbind"))
 }
 
 /// Turns a mount into `to`, recording the change. A tmpfs mount must not carry `bind`/`rbind` options.

@@ -20,6 +20,11 @@ struct VolumeSource<'a> {
     name: &'a str,
 }
 
+/// Whether `source` is a pod volume directory under the kubelet root (any spelling of it).
+pub(super) fn is_pod_volume(source: &str, node: &dyn NodeView) -> bool {
+    parse_volume_source(source, node).is_some()
+}
+
 fn parse_volume_source<'a>(source: &'a str, node: &dyn NodeView) -> Option<VolumeSource<'a>> {
     let roots = std::iter::once((node.kubelet_root(), false))
         .chain(node.kubelet_root_aliases().iter().map(|a| (a.as_path(), true)));
@@ -61,6 +66,21 @@ pub(super) fn complete_volume_mounts(
         let Ok(hint_type) = hint_type.parse::<HintType>() else { continue };
         let resolved =
             node.kubelet_root().join("pods").join(volume.uid).join("volumes").join(volume.plugin).join(volume.name);
+        // A hint with a `source` was completed by a node (the webhook removes any an author writes), here by an
+        // earlier run on this same spec (a lone container, completed again at `runsc restore`). Its type no
+        // longer tells the medium: a disk emptyDir's `bind` became a disk-backed `tmpfs` whose mount stays a
+        // bind. The mount type completed then says it; following the hint again would make it memory-backed.
+        let completed_before =
+            annotations.get(&hint_key(volume.name, HintField::Source)).is_some_and(|s| Path::new(s) == resolved);
+        if completed_before && matches!(mount_field(&mount, "type"), "bind" | "tmpfs") {
+            continue;
+        }
+        // runsc matches a mount to its hint by the exact source, which the sandbox got from the node: a mount of
+        // any other directory of that name is not the hinted volume, and as a tmpfs it would be an empty one.
+        let is_hinted_dir = matches!(node.volume_dirs(uid, volume.name).as_deref(), Ok([dir]) if dir.path == resolved);
+        if !is_hinted_dir {
+            continue;
+        }
         // The same decision as the sandbox's hint, so mount and hint agree. The share does not change a
         // mount's type; a force-shared value that is not a boolean was reported on the sandbox.
         let on_node = if volume.plugin == EMPTY_DIR_PLUGIN {

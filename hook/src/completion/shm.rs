@@ -4,20 +4,26 @@
 use mount_hints::{hint_key, HintField, DEV_SHM_HINT_NAME};
 use serde_json::Value;
 
-use super::{is_bind_mount, mount_field, set_mount_type, Change, SpecEdit};
+use super::mounts::is_pod_volume;
+use super::{mount_field, set_mount_type, Change, SpecEdit};
 use crate::identity::ContainerKind;
+use crate::node::NodeView;
 
 const SHM: &str = "/dev/shm";
 
 /// The pod's shm mount: a bind from a host path, or one this hook already turned into a tmpfs (its source is
-/// still that absolute path, while a runtime's own tmpfs /dev/shm has the source `shm`).
-fn is_pod_shm(mount: &Value) -> bool {
-    mount_field(mount, "destination") == SHM && (is_bind_mount(mount) || mount_field(mount, "source").starts_with('/'))
+/// still that absolute path, while a runtime's own tmpfs /dev/shm has the source `shm`). A bind without an
+/// absolute source names no host directory: runsc could not share it, and once it is a tmpfs nothing would
+/// tell it apart from the runtime's own. A pod volume mounted at /dev/shm (an emptyDir, often) is not the
+/// runtime's shm: the volume rules decide its type.
+fn is_pod_shm(mount: &Value, node: &dyn NodeView) -> bool {
+    let source = mount_field(mount, "source");
+    mount_field(mount, "destination") == SHM && source.starts_with('/') && !is_pod_volume(source, node)
 }
 
-pub(super) fn complete_dev_shm(edit: &mut SpecEdit, kind: ContainerKind) {
+pub(super) fn complete_dev_shm(edit: &mut SpecEdit, kind: ContainerKind, node: &dyn NodeView) {
     let found = edit.mounts_mut().and_then(|mounts| {
-        let index = mounts.iter().position(is_pod_shm)?;
+        let index = mounts.iter().position(|m| is_pod_shm(m, node))?;
         Some((index, mount_field(&mounts[index], "source").to_owned()))
     });
     // No pod shm, or hostIPC (the pod shares the host's /dev/shm, which a sandbox tmpfs would hide): no hint,

@@ -1,0 +1,30 @@
+//! Inputs the fuzz targets (`fuzz/`) turned up, through the public entry points, so each stays answered the way
+//! it is now.
+
+use mount_hints_webhook::serve::answer_review;
+use mount_hints_webhook::{GvisorScope, MutationSettings};
+use serde_json::Value;
+
+/// From the `review` target: a byte that is not UTF-8 inside a field the webhook does not read (here a
+/// container's `terminationMessagePath`), in a pod whose object does not decode. The API server never sends
+/// one, but the reply must still be an AdmissionReview carrying the request's uid, not a bare 400.
+#[test]
+fn a_stray_non_utf8_byte_outside_the_uid_still_gets_a_review_with_the_uid() {
+    let mut body = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "uid-7",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "operation": "CREATE", "userInfo": {}, "object": {"metadata": {"name": "p"}, "spec": {"runtimeClassName": "gvisor",
+        "volumes": "nope", "containers": [{"name": "main", "terminationMessagePath": "/dev/termination-log"}]}}}}"#
+        .to_vec();
+    let slash = body.windows(4).position(|w| w == b"/ter").expect("the path is in the body");
+    body[slash] = 0xaf;
+    let settings = MutationSettings::default();
+    for deny_on_error in [false, true] {
+        let reply = answer_review(&body, &settings, &GvisorScope::from_settings(&settings), deny_on_error);
+        assert_eq!(reply.status, 200);
+        let out: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(out["kind"], "AdmissionReview");
+        assert_eq!(out["response"]["uid"], "uid-7");
+        assert_eq!(out["response"]["allowed"], !deny_on_error);
+        assert!(out["response"]["status"]["message"].as_str().unwrap().contains("cannot decode"), "{out}");
+    }
+}
