@@ -9,7 +9,8 @@
 //! the webhook alone at a fixed 2,000 reviews/s over 4 connections (open loop, latency measured from the
 //! scheduled send time, so a stall counts in every request it delayed). The webhook logs as in production (one
 //! JSON line per patched review, to /dev/null here). Peak RSS is the largest VmHWM over all of its runs.
-//! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate.
+//! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate;
+//! `MOUNT_HINTS_WEBHOOK_BIN` runs another build of the webhook in the same harness.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -218,8 +219,11 @@ impl Server {
         if floor {
             command.arg(std::env::current_exe().unwrap()).arg("--floor-server").arg(certs).arg(port.to_string());
         } else {
+            // `MOUNT_HINTS_WEBHOOK_BIN`: another build of the webhook, to compare (same harness, same floor).
+            let binary = std::env::var_os("MOUNT_HINTS_WEBHOOK_BIN")
+                .map_or_else(|| env!("CARGO_BIN_EXE_mount-hints-webhook").into(), std::path::PathBuf::from);
             command
-                .arg(env!("CARGO_BIN_EXE_mount-hints-webhook"))
+                .arg(binary)
                 .args(["serve", "--no-cluster", "--drain-delay", "0s"])
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--health-listen", &format!("127.0.0.1:{health}")])
                 .arg("--tls-cert")
