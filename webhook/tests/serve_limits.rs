@@ -61,8 +61,10 @@ async fn health_port_cuts_slow_and_idle_connections_and_caps_how_many_are_open()
         }
         connections.push(stream);
     }
-    wait_for("every connection accepted", async || {
+    // A connection is counted as accepted before it waits for a slot, and as open once it has one.
+    wait_for("every connection accepted and the slots taken", async || {
         port_metric(&server, "connections_accepted_total", "health") == total as f64
+            && port_metric(&server, "connections_open", "health") >= HEALTH_MAX_CONNECTIONS as f64
     })
     .await;
     assert_eq!(
@@ -88,8 +90,9 @@ async fn webhook_port_caps_connections_and_cuts_idle_ones() {
     for _ in 0..12 {
         connections.push(TcpStream::connect(server.addr).await.unwrap());
     }
-    wait_for("every connection accepted", async || {
+    wait_for("every connection accepted and the slots taken", async || {
         port_metric(&server, "connections_accepted_total", "webhook") == 12.0
+            && port_metric(&server, "connections_open", "webhook") >= 8.0
     })
     .await;
     assert_eq!(port_metric(&server, "connections_open", "webhook"), 8.0);
