@@ -4,10 +4,13 @@
 //!   cargo bench -p mount-hints-webhook --bench serve_load
 //!
 //! The server runs pinned to CPU 1, this load generator to CPU 0. For each body (small: 1 container; medium: 2
-//! containers, 4 emptyDirs; large: 30 containers, 60 volumes) floor and webhook alternate three times at full
-//! load (16 connections, closed loop) and the median ratio is reported; then the webhook alone at a fixed
-//! 2,000 reviews/s (open loop, latency measured from the scheduled send time). `BENCH_SECS` sets the length of
-//! each measured run (default 5).
+//! containers, 4 emptyDirs; large: 30 containers, 60 volumes) floor and webhook alternate `BENCH_PAIRS` times
+//! (default 5) at full load (16 connections, closed loop) and the median of the paired ratios is reported; then
+//! the webhook alone at a fixed 2,000 reviews/s over 4 connections (open loop, latency measured from the
+//! scheduled send time, so a stall counts in every request it delayed). The webhook logs as in production (one
+//! JSON line per patched review, to /dev/null here). Peak RSS is the largest VmHWM over all of its runs.
+//! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate;
+//! `MOUNT_HINTS_WEBHOOK_BIN` runs another build of the webhook in the same harness.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -33,7 +36,6 @@ const BODIES: [(&str, &str); 3] = [
     ("large", include_str!("bodies/large.json")),
 ];
 const CONNECTIONS: usize = 16;
-const RATE: u64 = 2000;
 const RATE_CONNECTIONS: usize = 4;
 
 fn main() {
@@ -44,7 +46,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") || args.iter().any(|a| a == "--test") {
         return; // `cargo test --benches` / `--list` probes: nothing to do.
     }
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let setting = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let secs = setting("BENCH_SECS", 5);
+    let pairs = setting("BENCH_PAIRS", 5) as usize;
+    let rate = setting("BENCH_RATE", 2000);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = Command::new("taskset").args(["-p", "-c", "0", &std::process::id().to_string()]).output();
 
@@ -53,7 +58,7 @@ fn main() {
     write_issued(dir.path(), &certs).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 
-    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of 3) | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {RATE}/s: p50 / p99 / p99.9 ms |");
+    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of {pairs} pairs) [all] | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {rate}/s: achieved, p50 / p99 / p99.9 ms |");
     println!("|---|---|---|---|---|---|---|");
     for (name, body) in BODIES {
         let body = Bytes::from(body);
@@ -61,7 +66,7 @@ fn main() {
         let (mut floor_best, mut hook_best): (Option<Run>, Option<Run>) = (None, None);
         let mut peak_rss = 0.0f64;
         let mut paired_floor = f64::NAN;
-        for _ in 0..3 {
+        for _ in 0..pairs {
             for floor in [true, false] {
                 let server = Server::start(floor, dir.path());
                 let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
@@ -85,15 +90,20 @@ fn main() {
         ratios.sort_by(f64::total_cmp);
         let server = Server::start(false, dir.path());
         let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
-        let fixed = runtime.block_on(open_loop(&client, &body, Duration::from_secs(secs.max(5) * 2)));
+        let fixed = runtime.block_on(open_loop(&client, &body, rate, Duration::from_secs(secs.max(5) * 2)));
+        peak_rss = peak_rss.max(server.peak_rss_mib());
         drop(server);
+        assert_eq!(fixed.errors, 0, "{name}: failed requests at {rate}/s");
         let (floor, hook) = (floor_best.unwrap(), hook_best.unwrap());
+        let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {} | {peak_rss:.1} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.2} [{}] | {} | {peak_rss:.1} | {:.0}/s, {} |",
             floor.rps,
             hook.rps,
-            ratios[1],
+            ratios[ratios.len() / 2],
+            all.join(" "),
             hook.percentiles(),
+            fixed.rps,
             fixed.percentiles()
         );
     }
@@ -152,8 +162,8 @@ async fn closed_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Ru
 
 /// A fixed rate spread over a few connections; latency counts from the scheduled send time, so a stall shows up
 /// in every request it delayed.
-async fn open_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Run {
-    let interval = Duration::from_nanos(1_000_000_000 * RATE_CONNECTIONS as u64 / RATE);
+async fn open_loop(client: &TlsClient, body: &Bytes, rate: u64, duration: Duration) -> Run {
+    let interval = Duration::from_nanos(1_000_000_000 * RATE_CONNECTIONS as u64 / rate);
     let warm_up = Duration::from_secs(1);
     let t0 = Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::new();
@@ -209,17 +219,20 @@ impl Server {
         if floor {
             command.arg(std::env::current_exe().unwrap()).arg("--floor-server").arg(certs).arg(port.to_string());
         } else {
+            // `MOUNT_HINTS_WEBHOOK_BIN`: another build of the webhook, to compare (same harness, same floor).
+            let binary = std::env::var_os("MOUNT_HINTS_WEBHOOK_BIN")
+                .map_or_else(|| env!("CARGO_BIN_EXE_mount-hints-webhook").into(), std::path::PathBuf::from);
             command
-                .arg(env!("CARGO_BIN_EXE_mount-hints-webhook"))
-                .args(["serve", "--no-cluster", "--drain-delay", "0s", "--log-format", "text"])
+                .arg(binary)
+                .args(["serve", "--no-cluster", "--drain-delay", "0s"])
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--health-listen", &format!("127.0.0.1:{health}")])
                 .arg("--tls-cert")
                 .arg(certs.join("tls.crt"))
                 .arg("--tls-key")
                 .arg(certs.join("tls.key"))
-                .env("RUST_LOG", "warn");
+                .env_remove("RUST_LOG");
         }
-        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {

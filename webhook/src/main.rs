@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mount_hints_webhook::certs::{self, CertRequest};
 use mount_hints_webhook::preview::{parse_documents, patch_report, preview_documents, yaml_stream, PreviewedDocument};
-use mount_hints_webhook::serve::{self, CertFiles, ClusterAccess, Limits, ServeConfig, TlsSource};
+use mount_hints_webhook::serve::{self, parse_duration, CertFiles, ClusterAccess, Limits, ServeConfig, TlsSource};
 use mount_hints_webhook::{Error, GvisorScope, MutationSettings, SharePolicy};
 
 /// Mutating admission webhook that adds gVisor mount hints to Pods that run under gVisor.
@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the admission webhook (with no certificate flags: a self-signed certificate for localhost).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print what the webhook would do to Pods or workload manifests (YAML or JSON; `-` for stdin).
     Preview(PreviewArgs),
     /// Write a CA, a serving certificate for <service>.<namespace>.svc and the base64 caBundle.
@@ -45,17 +45,28 @@ struct ServeArgs {
     #[arg(long)]
     http2: bool,
     /// Largest request body, in bytes.
-    #[arg(long, default_value_t = 7 * 1024 * 1024)]
+    #[arg(long, default_value_t = Limits::DEFAULT_BODY_BYTES)]
     body_limit: usize,
-    /// Time allowed for a client to send its request headers (and the TLS handshake).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Time allowed for a client to send its request headers (and the TLS handshake), on both ports; also how
+    /// long an idle keep-alive connection stays open, and how long a connection waits for a free slot.
+    #[arg(long, default_value = Limits::DEFAULT_HEADER_TIMEOUT, value_parser = parse_duration)]
     header_timeout: Duration,
     /// Time allowed to receive a body and answer it.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = Limits::DEFAULT_REQUEST_TIMEOUT, value_parser = parse_duration)]
     request_timeout: Duration,
+    /// Time a reply may wait for the client to read it, on both ports; then the connection is closed.
+    #[arg(long, default_value = Limits::DEFAULT_WRITE_TIMEOUT, value_parser = parse_duration)]
+    write_timeout: Duration,
     /// Reviews answered at once; more wait.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_CONCURRENT)]
     max_concurrent: usize,
+    /// Memory, in bytes, that all reviews in flight may use together; each reserves a multiple of its body
+    /// size before the body is read, and more wait.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_BYTES_IN_FLIGHT)]
+    max_bytes_in_flight: usize,
+    /// Connections open at once on the webhook port; more wait for a slot.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// On SIGTERM: how long to keep serving while reporting not ready, before refusing new connections.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_delay: Duration,
@@ -188,7 +199,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Preview(args) => preview(&args),
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
         Command::Certs(args) => certs_command(&args),
     };
     match result {
@@ -198,22 +209,6 @@ fn main() -> ExitCode {
             ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
         }
     }
-}
-
-/// `500ms`, `5s`, `2m`, or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit in {s:?}; use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -250,7 +245,10 @@ fn serve_command(args: ServeArgs) -> Result<(), Error> {
             body_bytes: args.body_limit,
             header_timeout: args.header_timeout,
             request_timeout: args.request_timeout,
+            write_timeout: args.write_timeout,
             max_concurrent: args.max_concurrent,
+            max_bytes_in_flight: args.max_bytes_in_flight,
+            max_connections: args.max_connections,
         },
         cert_poll_interval: args.cert_poll_interval,
         settings,

@@ -5,21 +5,29 @@
 //! the request bytes. `From<&Pod>` gives the same view from the typed object; a property test keeps the two
 //! paths equal.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, Volume, VolumeMount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodFacts {
-    /// The object's metadata as the real type: small, and what kube's admission types expect of a resource.
-    /// `annotations` is `None` when the object has no annotations map at all: the patch must then create it.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub metadata: ObjectMeta,
+    pub metadata: PodMetaFacts,
     #[serde(default, deserialize_with = "null_as_default")]
     pub spec: PodSpecFacts,
+}
+
+/// The metadata fields the mutation reads (labels, owner references, managed fields... are skipped unread).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetaFacts {
+    pub name: Option<String>,
+    pub generate_name: Option<String>,
+    pub namespace: Option<String>,
+    /// `None` when the object has no annotations map at all: the patch must then create it.
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -109,7 +117,12 @@ impl From<&Pod> for PodFacts {
             list.into_iter().flatten().map(|c| ContainerFacts::new(&c.name, c.volume_mounts.as_deref())).collect()
         };
         PodFacts {
-            metadata: pod.metadata.clone(),
+            metadata: PodMetaFacts {
+                name: pod.metadata.name.clone(),
+                generate_name: pod.metadata.generate_name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                annotations: pod.metadata.annotations.clone(),
+            },
             spec: PodSpecFacts {
                 runtime_class_name: spec.and_then(|s| s.runtime_class_name.clone()),
                 volumes: spec.into_iter().flat_map(|s| &s.volumes).flatten().map(VolumeFacts::from).collect(),
@@ -118,31 +131,6 @@ impl From<&Pod> for PodFacts {
                 ephemeral_containers: ephemeral(spec.and_then(|s| s.ephemeral_containers.as_ref())),
             },
         }
-    }
-}
-
-/// Lets kube's `AdmissionReview<PodFacts>` decode a review straight into the facts.
-impl kube::Resource for PodFacts {
-    type DynamicType = ();
-    type Scope = kube::core::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Pod")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("pods")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
     }
 }
 

@@ -61,3 +61,53 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     assert!(logs.contains("\"message\":\"draining\"") && logs.contains("\"message\":\"stopped\""), "{logs}");
     assert!(logs.contains("\"uid\":\"7f0b2c1e-5a4d-4c3b-9e2f-000000000001\""), "review logged with its uid: {logs}");
 }
+
+/// Keep-alive clients sending at a steady pace through a SIGTERM: once the drain starts, every reply says
+/// `Connection: close`, so each client stops using its connection (and would open the next one elsewhere) before
+/// the drain delay ends and the server stops accepting. No request is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_keep_alive_request_is_lost_through_sigterm_under_load() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use support::ServerProcess;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = loopback_certs(None);
+    let server = ServerProcess::start(dir.path(), &certs, &["--drain-delay", "1s", "--drain-grace", "10s"]);
+    let client = Arc::new(TlsClient::new(&certs.ca_cert_pem, server.addr));
+    let answered = Arc::new(AtomicUsize::new(0));
+    const CLIENTS: usize = 8;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, answered) = (client.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut conn = client.connect().await.unwrap();
+                // An API server's pace, not a benchmark's: most of the time a connection is idle between requests.
+                let mut pace = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    pace.tick().await;
+                    let (status, headers, _) = conn
+                        .post_with_headers("/mutate", "application/json", Bytes::from(REVIEW))
+                        .await
+                        .map_err(|e| format!("request lost: {e}"))?;
+                    assert_eq!(status, 200);
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if headers.get("connection").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+                        return Ok::<(), String>(());
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("every client under way", async || answered.load(Ordering::SeqCst) >= CLIENTS * 3).await;
+    let before = answered.load(Ordering::SeqCst);
+    let (code, logs) = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    for task in clients {
+        task.await.unwrap().expect("every client was told to close before its connection went away");
+    }
+    assert_eq!(code, Some(0), "{}", logs.join("\n"));
+    assert!(answered.load(Ordering::SeqCst) >= before);
+}

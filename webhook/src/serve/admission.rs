@@ -1,15 +1,21 @@
-//! From request bytes to reply bytes: decode the AdmissionReview with kube's types, run the mutation, answer.
-//! No HTTP here beyond the status code of a reply that cannot be an AdmissionReview.
+//! From request bytes to reply bytes: decode the review envelope, decode the Pod facts only for a Pod CREATE, run
+//! the mutation, write the reply. No HTTP here beyond the status code of a reply that cannot be an AdmissionReview.
+//!
+//! The envelope decoder borrows from the body and skips everything the answer does not need (userInfo,
+//! oldObject, options...); the object stays raw until the request is known to be a Pod CREATE. The reply is
+//! written once, straight into a buffer of its exact size (see [`super::reply`]).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axum::http::StatusCode;
-use base64::Engine;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::metrics::Outcome;
+use super::reply::{ReviewReply, Verdict};
 use crate::mutation::{mutate, Mutation};
 use crate::pod::PodFacts;
 use crate::settings::{GvisorScope, MutationSettings};
@@ -26,164 +32,299 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply that is not an AdmissionReview (the body was not one): `{"error": message}`.
     pub fn error(status: StatusCode, outcome: Outcome, message: &str) -> Reply {
-        let body = serde_json::to_vec(&json!({ "error": message })).expect("a JSON object always serializes");
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "error": message })).expect("a JSON object always serializes");
         Reply { status, body, outcome, uid: String::new(), patched_hints: 0 }
+    }
+
+    fn review(reply: &ReviewReply<'_>, outcome: Outcome, patched_hints: usize) -> Reply {
+        Reply { status: StatusCode::OK, body: reply.to_vec(), outcome, uid: reply.uid.to_owned(), patched_hints }
     }
 }
 
-/// The fields needed to answer a review whose object does not decode.
+/// The AdmissionReview versions the API server may send; the reply always carries the request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewVersion {
+    V1,
+    V1beta1,
+}
+
+impl ReviewVersion {
+    fn parse(api_version: &str) -> Option<Self> {
+        match api_version {
+            "admission.k8s.io/v1" => Some(ReviewVersion::V1),
+            "admission.k8s.io/v1beta1" => Some(ReviewVersion::V1beta1),
+            _ => None,
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ReviewVersion::V1 => "admission.k8s.io/v1",
+            ReviewVersion::V1beta1 => "admission.k8s.io/v1beta1",
+        }
+    }
+}
+
+const NOT_A_REVIEW: &str = "not an admission.k8s.io/v1 AdmissionReview (nor a v1beta1 one)";
+
+/// A JSON string borrowed from the body when it has no escapes (uids, kinds and operations never do).
+#[derive(Debug, Default)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The review as far as the answer needs it; every other field is skipped unread.
 #[derive(Deserialize)]
-struct Envelope {
-    kind: String,
-    request: Option<EnvelopeRequest>,
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+/// The request, read in one pass: when `kind` and `operation` come before `object` (the API server writes them
+/// in that order) and make it a Pod CREATE, the object is decoded into [`PodFacts`] where it stands; otherwise it
+/// is kept raw and decoded only if needed.
+struct RequestIn<'a> {
+    uid: Text<'a>,
+    kind: KindIn<'a>,
+    sub_resource: Option<Text<'a>>,
+    operation: Text<'a>,
+    object: ObjectIn<'a>,
+}
+
+enum ObjectIn<'a> {
+    Absent,
+    Raw(&'a RawValue),
+    Pod(Box<PodFacts>),
+}
+
+impl RequestIn<'_> {
+    fn is_pod_create(&self) -> bool {
+        is_pod_create(&self.kind, &self.operation, self.sub_resource.as_deref())
+    }
+}
+
+fn is_pod_create(kind: &KindIn<'_>, operation: &str, sub_resource: Option<&str>) -> bool {
+    kind.group.is_empty()
+        && &*kind.kind == "Pod"
+        && operation == "CREATE"
+        && sub_resource.unwrap_or_default().is_empty()
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RequestVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for RequestVisitor<'a> {
+            type Value = RequestIn<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an AdmissionRequest")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut uid, mut kind, mut sub_resource, mut operation) = (None, None, None, None);
+                let mut object = ObjectIn::Absent;
+                while let Some(key) = map.next_key::<Text<'_>>()? {
+                    match &*key {
+                        "uid" => uid = Some(map.next_value()?),
+                        "kind" => kind = Some(map.next_value()?),
+                        "subResource" => sub_resource = map.next_value()?,
+                        "operation" => operation = Some(map.next_value::<Text<'a>>()?),
+                        "object" => {
+                            let pod_create = match (&kind, &operation) {
+                                (Some(kind), Some(operation)) => {
+                                    is_pod_create(kind, operation, sub_resource.as_deref())
+                                }
+                                _ => false,
+                            };
+                            object = if pod_create {
+                                map.next_value::<Option<PodFacts>>()?
+                                    .map_or(ObjectIn::Absent, |p| ObjectIn::Pod(Box::new(p)))
+                            } else {
+                                map.next_value::<Option<&'a RawValue>>()?.map_or(ObjectIn::Absent, ObjectIn::Raw)
+                            };
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RequestIn {
+                    uid: uid.ok_or_else(|| de::Error::missing_field("uid"))?,
+                    kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+                    sub_resource,
+                    operation: operation.ok_or_else(|| de::Error::missing_field("operation"))?,
+                    object,
+                })
+            }
+        }
+        d.deserialize_map(RequestVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct EnvelopeRequest {
-    uid: String,
+struct KindIn<'a> {
+    #[serde(borrow, default)]
+    group: Text<'a>,
+    #[serde(borrow)]
+    kind: Text<'a>,
+}
+
+/// What is left to answer with when the envelope itself does not decode: enough to reply with the uid.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MinimalReview<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    request: Option<MinimalRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MinimalRequest<'a> {
+    #[serde(borrow, default)]
+    uid: Text<'a>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
 }
 
 /// Answers one AdmissionReview body. Every body that names a request uid gets an AdmissionReview reply with
-/// that uid; `deny_on_error` decides whether an undecodable object is allowed (the default, matching the
-/// `failurePolicy: Ignore` spirit) or denied.
+/// that uid, in the request's version; `deny_on_error` decides whether an undecodable object is allowed (the
+/// default, matching the `failurePolicy: Ignore` spirit) or denied.
 pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorScope, deny_on_error: bool) -> Reply {
     answer_review_with(body, |pod| mutate(pod, settings, scope), deny_on_error)
 }
 
 fn answer_review_with(body: &[u8], mutation: impl Fn(&PodFacts) -> Mutation, deny_on_error: bool) -> Reply {
-    match serde_json::from_slice::<AdmissionReview<PodFacts>>(body) {
-        Ok(review) if review.types.kind == "AdmissionReview" => match review.try_into() {
-            Ok(request) => answer_request(&request, mutation, deny_on_error),
-            Err(_) => Reply::error(StatusCode::BAD_REQUEST, Outcome::bad_request, "the AdmissionReview has no request"),
-        },
-        Ok(review) => Reply::error(
-            StatusCode::BAD_REQUEST,
-            Outcome::bad_request,
-            &format!("expected kind AdmissionReview, got {:?}", review.types.kind),
-        ),
-        Err(decode_error) => match serde_json::from_slice::<Envelope>(body) {
-            Ok(Envelope { kind, request: Some(EnvelopeRequest { uid }) })
-                if kind == "AdmissionReview" && !uid.is_empty() =>
-            {
-                let message = format!("mount-hints cannot decode this request: {decode_error}");
-                let mut response = AdmissionResponse::invalid(&message);
-                response.uid = uid;
-                response.allowed = !deny_on_error;
-                review_reply(response, Outcome::decode_error, 0)
-            }
-            _ => Reply::error(
-                StatusCode::BAD_REQUEST,
-                Outcome::bad_request,
-                &format!("not an admission.k8s.io/v1 AdmissionReview: {decode_error}"),
-            ),
-        },
+    let review: ReviewIn<'_> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(e) => return answer_undecodable(body, &e, deny_on_error),
+    };
+    let version = match review.api_version.as_deref().map(|v| (v, ReviewVersion::parse(v))) {
+        Some((_, Some(version))) => version,
+        Some((other, None)) => return bad_request(&format!("{NOT_A_REVIEW}: apiVersion {other:?}")),
+        None => return bad_request(&format!("{NOT_A_REVIEW}: no apiVersion")),
+    };
+    match review.kind.as_deref() {
+        Some("AdmissionReview") => {}
+        other => return bad_request(&format!("expected kind AdmissionReview, got {:?}", other.unwrap_or(""))),
     }
-}
-
-fn answer_request(
-    request: &AdmissionRequest<PodFacts>,
-    mutation: impl Fn(&PodFacts) -> Mutation,
-    deny_on_error: bool,
-) -> Reply {
-    let response = AdmissionResponse::from(request);
-    let is_pod_create = request.kind.group.is_empty()
-        && request.kind.kind == "Pod"
-        && request.operation == Operation::Create
-        && request.sub_resource.as_deref().unwrap_or_default().is_empty();
-    let Some(pod) = request.object.as_ref().filter(|_| is_pod_create) else {
-        return review_reply(response, Outcome::skipped, 0);
+    let Some(request) = review.request else {
+        return bad_request("the AdmissionReview has no request");
+    };
+    let reply = ReviewReply::new(version, &request.uid);
+    if !request.is_pod_create() {
+        return Reply::review(&reply, Outcome::skipped, 0);
+    }
+    let pod = match request.object {
+        ObjectIn::Absent => return Reply::review(&reply, Outcome::skipped, 0),
+        ObjectIn::Pod(pod) => pod,
+        ObjectIn::Raw(object) => match serde_json::from_str(object.get()) {
+            Ok(pod) => pod,
+            Err(_) => {
+                let message = format!("mount-hints cannot decode this request: {}", object_error(object));
+                let reply = reply.verdict(Verdict::Invalid { message: &message, allowed: !deny_on_error });
+                return Reply::review(&reply, Outcome::decode_error, 0);
+            }
+        },
     };
     // A panic is a bug, but the API server must still get an answer carrying the uid, not a reset connection.
-    let mutation = match catch_unwind(AssertUnwindSafe(|| mutation(pod))) {
+    let mutation = match catch_unwind(AssertUnwindSafe(|| mutation(&pod))) {
         Ok(mutation) => mutation,
         Err(_) => {
-            tracing::error!(uid = %request.uid, "the mutation panicked; answering with an error");
-            let mut response = response;
-            response.result.message = "mount-hints: internal error while mutating this pod".to_owned();
-            if deny_on_error {
-                response = response.deny("mount-hints: internal error while mutating this pod");
-            }
-            return review_reply(response, Outcome::internal_error, 0);
+            tracing::error!(uid = %&*request.uid, "the mutation panicked; answering with an error");
+            let message = "mount-hints: internal error while mutating this pod";
+            let reply = reply.verdict(Verdict::Failed { message, allowed: !deny_on_error });
+            return Reply::review(&reply, Outcome::internal_error, 0);
         }
     };
+    // The facts can be large (a hostile pod's annotations); the reply does not need them.
+    drop(pod);
     if !mutation.in_scope {
-        return review_reply(response, Outcome::skipped, 0);
+        return Reply::review(&reply, Outcome::skipped, 0);
     }
-    let mut response = response;
-    if !mutation.warnings.is_empty() {
-        response.warnings = Some(mutation.warnings.iter().map(|w| format!("mount-hints: {w}")).collect());
-    }
-    response.audit_annotations = mutation.audit.clone().into_iter().collect();
     let hints = mutation.hints.len();
-    if mutation.patch.0.is_empty() {
-        return review_reply(response, Outcome::unchanged, hints);
-    }
-    match response.with_patch(mutation.patch) {
-        Ok(response) => review_reply(response, Outcome::patched, hints),
-        Err(e) => {
-            let response = AdmissionResponse::from(request);
-            tracing::error!(uid = %request.uid, error = %e, "cannot serialize the patch");
-            review_reply(response, Outcome::internal_error, 0)
-        }
-    }
+    let outcome = if mutation.patch.0.is_empty() { Outcome::unchanged } else { Outcome::patched };
+    Reply::review(&reply.mutation(&mutation), outcome, hints)
 }
 
-fn review_reply(response: AdmissionResponse, outcome: Outcome, patched_hints: usize) -> Reply {
-    let review = response.into_review();
-    let response = review.response.as_ref().expect("into_review sets the response");
-    // kube serializes `patch` (a Vec<u8>) as an array of numbers; the API documents base64, which is what Go's
-    // []byte is on the wire and a quarter of the size. Same fields otherwise.
-    let patch = response.patch.as_ref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let out = ReviewOut {
-        api_version: &review.types.api_version,
-        kind: &review.types.kind,
-        response: ResponseOut {
-            uid: &response.uid,
-            allowed: response.allowed,
-            status: &response.result,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            audit_annotations: &response.audit_annotations,
-            warnings: response.warnings.as_deref(),
-        },
+fn bad_request(message: &str) -> Reply {
+    Reply::error(StatusCode::BAD_REQUEST, Outcome::bad_request, message)
+}
+
+/// The envelope did not decode: answer with the uid when the body still names one, else HTTP 400.
+fn answer_undecodable(body: &[u8], error: &serde_json::Error, deny_on_error: bool) -> Reply {
+    let Ok(review) = serde_json::from_slice::<MinimalReview<'_>>(body) else {
+        return bad_request(&format!("{NOT_A_REVIEW}: {error}"));
     };
-    let body = serde_json::to_vec(&out).expect("an AdmissionReview always serializes");
-    Reply { status: StatusCode::OK, body, outcome, uid: response.uid.clone(), patched_hints }
+    let version = review.api_version.as_deref().and_then(ReviewVersion::parse);
+    match (version, review.kind.as_deref(), review.request) {
+        (Some(version), Some("AdmissionReview"), Some(request)) if !request.uid.is_empty() => {
+            // Most often the object is what does not decode: then say where in it.
+            let reason =
+                request.object.and_then(|o| serde_json::from_str::<PodFacts>(o.get()).err().map(|_| object_error(o)));
+            let message =
+                format!("mount-hints cannot decode this request: {}", reason.unwrap_or_else(|| error.to_string()));
+            let reply = ReviewReply::new(version, &request.uid)
+                .verdict(Verdict::Invalid { message: &message, allowed: !deny_on_error });
+            Reply::review(&reply, Outcome::decode_error, 0)
+        }
+        (None, _, _) => {
+            bad_request(&format!("{NOT_A_REVIEW}: apiVersion {:?}", review.api_version.as_deref().unwrap_or_default()))
+        }
+        _ => bad_request(&format!("{NOT_A_REVIEW}: {error}")),
+    }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    status: &'a kube::core::Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-    audit_annotations: &'a std::collections::HashMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a [String]>,
+/// Where and why the object does not decode as a Pod, as a path from the request (`request.object.spec...`).
+/// Only run on the error path: the first decode does not track paths.
+fn object_error(object: &RawValue) -> String {
+    let mut deserializer = serde_json::Deserializer::from_str(object.get());
+    match serde_path_to_error::deserialize::<_, PodFacts>(&mut deserializer) {
+        Ok(_) => "the object is not a Pod".to_owned(),
+        Err(e) => format!("request.object.{}: {}", e.path(), e.inner()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
-    fn review(object: Value) -> Vec<u8> {
+    fn review_in(api_version: &str, object: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "apiVersion": api_version, "kind": "AdmissionReview",
             "request": {
                 "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
@@ -193,8 +334,23 @@ mod tests {
         .unwrap()
     }
 
+    fn review(object: Value) -> Vec<u8> {
+        review_in("admission.k8s.io/v1", object)
+    }
+
     fn body(reply: &Reply) -> Value {
         serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    fn gvisor_pod() -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {"runtimeClassName": "gvisor",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [{"name": "a", "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}]}})
+    }
+
+    fn answer(body: &[u8]) -> Reply {
+        let settings = MutationSettings::default();
+        answer_review(body, &settings, &GvisorScope::from_settings(&settings), false)
     }
 
     #[test]
@@ -209,5 +365,97 @@ mod tests {
         let denied = body(&answer_review_with(&review(pod), boom, true));
         assert_eq!(denied["response"]["allowed"], false);
         assert!(denied["response"]["status"]["message"].as_str().unwrap().contains("internal error"));
+    }
+
+    #[test]
+    fn v1beta1_reviews_get_v1beta1_replies_in_every_case() {
+        let undecodable_object = json!({"metadata": {"name": "p"}, "spec": {"containers": 7}});
+        let mut undecodable_envelope = review_in("admission.k8s.io/v1beta1", gvisor_pod());
+        let text = String::from_utf8(undecodable_envelope).unwrap();
+        undecodable_envelope = text.replacen("\"operation\":\"CREATE\"", "\"operation\":7", 1).into_bytes();
+        let skipped = {
+            let mut v: Value = serde_json::from_slice(&review_in("admission.k8s.io/v1beta1", gvisor_pod())).unwrap();
+            v["request"]["operation"] = json!("DELETE");
+            serde_json::to_vec(&v).unwrap()
+        };
+        let cases = [
+            (review_in("admission.k8s.io/v1beta1", gvisor_pod()), Outcome::patched, true),
+            (review_in("admission.k8s.io/v1beta1", json!({"spec": {"containers": []}})), Outcome::skipped, true),
+            (review_in("admission.k8s.io/v1beta1", undecodable_object), Outcome::decode_error, true),
+            (undecodable_envelope, Outcome::decode_error, true),
+            (skipped, Outcome::skipped, true),
+        ];
+        for (request, outcome, allowed) in cases {
+            let reply = answer(&request);
+            assert_eq!((reply.status, reply.outcome), (StatusCode::OK, outcome), "{:?}", body(&reply));
+            let out = body(&reply);
+            assert_eq!(out["apiVersion"], "admission.k8s.io/v1beta1", "{out}");
+            assert_eq!(out["kind"], "AdmissionReview");
+            assert_eq!(out["response"]["uid"], "uid-1");
+            assert_eq!(out["response"]["allowed"], allowed);
+        }
+        let v1 = body(&answer(&review(gvisor_pod())));
+        assert_eq!(v1["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn other_api_versions_get_http_400() {
+        for version in ["admission.k8s.io/v2", "v1", "", "admission.k8s.io/v1beta2"] {
+            for object in [gvisor_pod(), json!({"spec": {"containers": 7}})] {
+                let reply = answer(&review_in(version, object));
+                assert_eq!((reply.status, reply.outcome), (StatusCode::BAD_REQUEST, Outcome::bad_request), "{version}");
+                let message = body(&reply)["error"].as_str().unwrap().to_owned();
+                assert!(
+                    message.contains("nor a v1beta1 one") && message.contains(&format!("{version:?}")),
+                    "{message}"
+                );
+            }
+        }
+        let mut no_version: Value = serde_json::from_slice(&review(gvisor_pod())).unwrap();
+        no_version.as_object_mut().unwrap().remove("apiVersion");
+        let reply = answer(&serde_json::to_vec(&no_version).unwrap());
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_undecodable_object_is_named_by_its_path() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"runtimeClassName": "gvisor", "containers": [{"name": "a", "volumeMounts": 7}]}});
+        let reply = answer(&review(pod));
+        assert_eq!(reply.outcome, Outcome::decode_error);
+        let message = body(&reply)["response"]["status"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("request.object.spec.containers[0].volumeMounts: invalid type"), "{message}");
+    }
+
+    #[test]
+    fn the_object_decoded_in_place_or_later_gives_the_same_reply() {
+        let bodies: [&[u8]; 4] = [
+            include_bytes!("../../examples/admission-review.json"),
+            include_bytes!("../../benches/bodies/small.json"),
+            include_bytes!("../../benches/bodies/medium.json"),
+            include_bytes!("../../benches/bodies/large.json"),
+        ];
+        for body in bodies {
+            // The API server writes kind and operation before the object (decoded in place); a request with the
+            // object first takes the raw path.
+            let mut review: Value = serde_json::from_slice(body).unwrap();
+            let request = review["request"].as_object_mut().unwrap();
+            let object = request.shift_remove("object").unwrap();
+            let mut reordered = serde_json::Map::new();
+            reordered.insert("object".to_owned(), object);
+            reordered.extend(std::mem::take(request));
+            review["request"] = Value::Object(reordered);
+            let in_place = answer(body);
+            let later = answer(&serde_json::to_vec(&review).unwrap());
+            assert_eq!(in_place.outcome, Outcome::patched);
+            assert_eq!((in_place.outcome, &in_place.body), (later.outcome, &later.body));
+        }
+    }
+
+    #[test]
+    fn escaped_strings_in_the_envelope_are_read_and_written_back() {
+        let text = String::from_utf8(review(gvisor_pod())).unwrap().replacen("\"uid-1\"", "\"uid-\\u0031\\n\"", 1);
+        let reply = answer(text.as_bytes());
+        assert_eq!(body(&reply)["response"]["uid"], "uid-1\n");
+        assert_eq!(reply.uid, "uid-1\n");
     }
 }

@@ -34,6 +34,19 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
+/// Which listening port.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Port {
+    webhook,
+    health,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub port: Port,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
@@ -43,6 +56,24 @@ pub struct Metrics {
     pub cert_reloads: Counter,
     pub cert_reload_failures: Counter,
     pub gvisor_runtime_classes: Gauge,
+    pub connections_accepted: Family<PortLabels, Counter>,
+    pub connections_open: Family<PortLabels, Gauge>,
+    pub review_bytes_reserved: Gauge,
+    /// `requests` resolved once per outcome: counting a review is then one atomic add, no lock or hash.
+    by_outcome: [Counter; Outcome::ALL.len()],
+}
+
+impl Outcome {
+    const ALL: [Outcome; 8] = [
+        Outcome::patched,
+        Outcome::unchanged,
+        Outcome::skipped,
+        Outcome::decode_error,
+        Outcome::internal_error,
+        Outcome::bad_request,
+        Outcome::unsupported_media_type,
+        Outcome::too_large,
+    ];
 }
 
 impl Metrics {
@@ -75,8 +106,28 @@ impl Metrics {
             "Runtime class names treated as gVisor",
             gvisor_runtime_classes.clone(),
         );
+        let connections_accepted = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, by port (including those still waiting for a slot)",
+            connections_accepted.clone(),
+        );
+        let connections_open = Family::<PortLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections holding a slot, by port (capped by --max-connections on the webhook port)",
+            connections_open.clone(),
+        );
+        let review_bytes_reserved = Gauge::default();
+        registry.register(
+            "review_bytes_reserved",
+            "Memory reserved by reviews in flight (capped by --max-bytes-in-flight)",
+            review_bytes_reserved.clone(),
+        );
+        let by_outcome = Outcome::ALL.map(|outcome| requests.get_or_create(&OutcomeLabels { outcome }).clone());
         Metrics {
             registry,
+            by_outcome,
             requests,
             latency,
             in_flight,
@@ -84,11 +135,14 @@ impl Metrics {
             cert_reloads,
             cert_reload_failures,
             gvisor_runtime_classes,
+            connections_accepted,
+            connections_open,
+            review_bytes_reserved,
         }
     }
 
     pub fn count(&self, outcome: Outcome) {
-        self.requests.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.by_outcome[outcome as usize].inc();
     }
 
     pub fn encode(&self) -> String {
@@ -101,5 +155,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_counts_under_its_own_label() {
+        let metrics = Metrics::new();
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                metrics.count(outcome);
+            }
+        }
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(metrics.requests.get_or_create(&OutcomeLabels { outcome }).get(), i as u64 + 1, "{outcome:?}");
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! The webhook server: `/mutate` over rustls, a plain health port with `/livez`, `/readyz` and `/metrics`,
 //! certificate reload, a RuntimeClass watch, limits and a graceful drain. Policy lives in the mutation; this is
 //! the shell around it.
+//!
+//! The health port runs on its own thread and runtime, so that no review load (a pod that takes tens of
+//! milliseconds to mutate, thousands of connections) delays a probe.
 
 mod admission;
+mod budget;
+mod connection;
 mod metrics;
+mod reply;
 mod runtime_classes;
 mod tls;
 
@@ -14,20 +20,23 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::{watch, Semaphore};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-pub use admission::{answer_review, Reply};
-pub use metrics::{Metrics, Outcome};
+pub use admission::{answer_review, Reply, ReviewVersion};
+pub use budget::{ReviewBudget, WORK_FACTOR};
+pub use connection::GuardAcceptor;
+pub use metrics::{Metrics, Outcome, Port};
+pub use reply::{MAX_AUDIT_VALUE, MAX_WARNINGS};
 pub use runtime_classes::{scope_for, ClusterAccess};
 pub use tls::{server_config, CertFiles, CertStore, ServingCert, TlsError};
 
@@ -45,24 +54,74 @@ pub enum TlsSource {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub body_bytes: usize,
-    /// Time for a client to send the request headers (slow-loris protection).
+    /// Time for a client to send the request headers, on both ports (slow-loris protection); it also ends idle
+    /// keep-alive connections, and bounds the wait for a connection slot.
     pub header_timeout: Duration,
     /// Time to receive the body and answer, from the start of the handler.
     pub request_timeout: Duration,
+    /// Time a reply may wait for the client to read it, on both ports.
+    pub write_timeout: Duration,
     /// Reviews answered at once; more wait (within `request_timeout`).
     pub max_concurrent: usize,
+    /// Memory all reviews in flight may use together (see [`ReviewBudget`]).
+    pub max_bytes_in_flight: usize,
+    /// Connections open at once on the webhook port; more wait for a slot (within `header_timeout`).
+    pub max_connections: usize,
+}
+
+impl Limits {
+    pub const DEFAULT_BODY_BYTES: usize = 7 * 1024 * 1024;
+    pub const DEFAULT_HEADER_TIMEOUT: &str = "5s";
+    pub const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+    pub const DEFAULT_WRITE_TIMEOUT: &str = "10s";
+    pub const DEFAULT_MAX_CONCURRENT: usize = 256;
+    pub const DEFAULT_MAX_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            body_bytes: 7 * 1024 * 1024,
-            header_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            max_concurrent: 256,
+            body_bytes: Self::DEFAULT_BODY_BYTES,
+            header_timeout: parse_default(Self::DEFAULT_HEADER_TIMEOUT),
+            request_timeout: parse_default(Self::DEFAULT_REQUEST_TIMEOUT),
+            write_timeout: parse_default(Self::DEFAULT_WRITE_TIMEOUT),
+            max_concurrent: Self::DEFAULT_MAX_CONCURRENT,
+            max_bytes_in_flight: Self::DEFAULT_MAX_BYTES_IN_FLIGHT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
+
+/// `500ms`, `5s`, `2m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_default(s: &str) -> Duration {
+    parse_duration(s).expect("the default durations are valid")
+}
+
+/// Connections open at once on the health port: probes and a scraper or two.
+pub const HEALTH_MAX_CONNECTIONS: usize = 64;
+/// hyper's read and write buffer limit per connection: webhook requests have small headers (bodies are read in
+/// pieces of this size); health requests are tiny.
+const WEBHOOK_BUFFER_BYTES: usize = 64 * 1024;
+const HEALTH_BUFFER_BYTES: usize = 16 * 1024;
+/// Bodies over this size are answered on the blocking pool, off the threads that serve connections: a review
+/// this large takes milliseconds of CPU.
+const OFFLOAD_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -87,6 +146,7 @@ struct AppState {
     limits: Limits,
     deny_on_error: bool,
     permits: Semaphore,
+    budget: ReviewBudget,
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::drain`].
@@ -100,7 +160,7 @@ pub struct RunningServer {
     health_handle: Handle<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
-    health: JoinHandle<std::io::Result<()>>,
+    health: oneshot::Receiver<std::io::Result<()>>,
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -157,6 +217,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         stop_rx.clone(),
     ));
 
+    let budget = ReviewBudget::new(config.limits.max_bytes_in_flight, metrics.review_bytes_reserved.clone());
     let state = Arc::new(AppState {
         settings: config.settings.clone(),
         scope,
@@ -164,14 +225,22 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         certs: certs.clone(),
         draining: AtomicBool::new(false),
         permits: Semaphore::new(config.limits.max_concurrent.max(1)),
+        budget,
         limits: config.limits.clone(),
         deny_on_error: config.deny_on_error,
     });
 
+    let limits = &config.limits;
     let tls_config = server_config(certs, config.http2).map_err(|e| Error::Tls(e.to_string()))?;
     let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls_config))
-        .handshake_timeout(config.limits.header_timeout)
-        .acceptor(NoDelayAcceptor::new());
+        .handshake_timeout(limits.header_timeout)
+        .acceptor(GuardAcceptor::new(
+            limits.max_connections,
+            limits.header_timeout,
+            limits.write_timeout,
+            &state.metrics,
+            Port::webhook,
+        ));
     let listener = bind(config.listen)?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
     let handle = Handle::new();
@@ -186,30 +255,61 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         .http_builder()
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(config.limits.header_timeout);
-    let app = Router::new()
-        .route("/mutate", post(mutate_handler))
-        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found; the webhook serves POST /mutate") })
-        .with_state(state.clone());
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(WEBHOOK_BUFFER_BYTES);
+    let app = Router::new().route("/mutate", post(mutate_handler)).fallback(not_found).with_state(state.clone());
     let server = tokio::spawn(server.serve(app.into_make_service()));
 
     let health_listener = bind(config.health_listen)?;
     let health_addr =
         health_listener.local_addr().map_err(|source| Error::Listen { addr: config.health_listen, source })?;
     let health_handle = Handle::new();
-    let health_app = Router::new()
+    let health = spawn_health(health_listener, state.clone(), health_handle.clone())?;
+
+    Ok(RunningServer { addr, health_addr, self_signed_pem, state, handle, health_handle, stop, server, health })
+}
+
+/// The health port, on a thread and runtime of its own.
+fn spawn_health(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    handle: Handle<SocketAddr>,
+) -> Result<oneshot::Receiver<std::io::Result<()>>, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done, finished) = oneshot::channel();
+    let limits = state.limits.clone();
+    let acceptor = GuardAcceptor::new(
+        HEALTH_MAX_CONNECTIONS,
+        limits.header_timeout,
+        limits.write_timeout,
+        &state.metrics,
+        Port::health,
+    );
+    let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(state.clone());
-    let health = tokio::spawn(
-        axum_server::from_tcp(health_listener)
-            .map_err(|source| Error::Listen { addr: health_addr, source })?
-            .handle(health_handle.clone())
-            .serve(health_app.into_make_service()),
-    );
-
-    Ok(RunningServer { addr, health_addr, self_signed_pem, state, handle, health_handle, stop, server, health })
+        .with_state(state);
+    // Registered with the health runtime's reactor: the listener belongs to that runtime.
+    let mut server = {
+        let _entered = runtime.enter();
+        let addr = listener.local_addr()?;
+        axum_server::from_tcp(listener).map_err(|source| Error::Listen { addr, source })?
+    }
+    .acceptor(acceptor)
+    .handle(handle)
+    .http1_only();
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(HEALTH_BUFFER_BYTES);
+    std::thread::Builder::new().name("health".to_owned()).spawn(move || {
+        let served = runtime.block_on(server.serve(app.into_make_service()));
+        let _ = done.send(served);
+    })?;
+    Ok(finished)
 }
 
 impl RunningServer {
@@ -223,7 +323,9 @@ impl RunningServer {
         let served = self.server.await;
         let _ = self.stop.send(true);
         self.health_handle.shutdown();
-        let _ = self.health.await;
+        if let Ok(Err(e)) = self.health.await {
+            tracing::warn!(error = %e, "the health server ended with an error");
+        }
         tracing::info!(connections_left = self.handle.connection_count(), "stopped");
         match served {
             Ok(result) => result.map_err(Error::Serve),
@@ -241,6 +343,20 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
 }
 
+async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let mut response = json_error(StatusCode::NOT_FOUND, "not found; the webhook serves POST /mutate");
+    close_when_draining(&state, request.version(), &mut response);
+    response
+}
+
+/// Once draining, every HTTP/1 reply says `Connection: close`: the client opens its next connection elsewhere
+/// instead of sending a request on this one just as the drain closes it. (HTTP/2 has GOAWAY for this.)
+fn close_when_draining(state: &AppState, version: Version, response: &mut Response) {
+    if version <= Version::HTTP_11 && state.draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// Keeps the in-flight gauge honest whichever way the handler returns.
 struct InFlight<'a>(&'a Metrics);
 
@@ -250,12 +366,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn mutate_handler(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+async fn mutate_handler(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
     metrics.in_flight.inc();
     let _in_flight = InFlight(metrics);
-    let reply = read_and_answer(&state, &headers, body).await;
+    let version = request.version();
+    let (reply, reservation) = read_and_answer(&state, request).await;
     metrics.count(reply.outcome);
     metrics.latency.observe(started.elapsed().as_secs_f64());
     match reply.outcome {
@@ -268,19 +385,22 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         }
         _ => tracing::debug!(uid = %reply.uid, outcome = ?reply.outcome, "review"),
     }
-    (reply.status, [(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
+    let mut response = Response::new(Body::new(budget::ReplyBody::new(reply.body, reservation)));
+    *response.status_mut() = reply.status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    close_when_draining(&state, version, &mut response);
+    response
 }
 
-async fn read_and_answer(state: &AppState, headers: &HeaderMap, body: Body) -> Reply {
+/// The reply, and the budget reservation that must last until the reply has been handed to the connection.
+async fn read_and_answer(state: &Arc<AppState>, request: Request) -> (Reply, Option<budget::Reservation>) {
     let limits = &state.limits;
+    let headers = request.headers();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
-        return Reply::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Outcome::unsupported_media_type,
-            &format!("expected Content-Type application/json, got {content_type:?}"),
-        );
+        let message = format!("expected Content-Type application/json, got {content_type:?}");
+        return (Reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Outcome::unsupported_media_type, &message), None);
     }
     let too_large = || {
         Reply::error(
@@ -291,24 +411,85 @@ async fn read_and_answer(state: &AppState, headers: &HeaderMap, body: Body) -> R
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limits.body_bytes) {
-        return too_large();
+        return (too_large(), None);
     }
     let work = async {
-        let bytes = match Limited::new(body, limits.body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-            Err(e) => {
-                return Reply::error(StatusCode::BAD_REQUEST, Outcome::bad_request, &format!("reading the body: {e}"))
+        // Both the permit and the memory are taken before a byte of the body is read: waiting reviews hold
+        // nothing but their connection.
+        let _permit = state.permits.acquire().await.expect("the semaphore is never closed");
+        let reservation = state.budget.reserve(declared.unwrap_or(limits.body_bytes)).await;
+        let bytes = match read_body(request.into_body(), declared, limits.body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return (too_large(), None),
+            Err(BodyError::Read(e)) => {
+                let message = format!("reading the body: {e}");
+                return (Reply::error(StatusCode::BAD_REQUEST, Outcome::bad_request, &message), None);
             }
         };
-        let _permit = state.permits.acquire().await.expect("the semaphore is never closed");
-        let scope = state.scope.load();
-        answer_review(&bytes, &state.settings, &scope, state.deny_on_error)
+        let reply = if bytes.len() > OFFLOAD_BYTES {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let reply = answer(&state, &bytes);
+                drop(bytes);
+                return_freed_memory();
+                reply
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Reply::error(StatusCode::INTERNAL_SERVER_ERROR, Outcome::internal_error, "review task failed")
+            })
+        } else {
+            answer(state, &bytes)
+        };
+        (reply, Some(reservation))
     };
     match tokio::time::timeout(limits.request_timeout, work).await {
-        Ok(reply) => reply,
-        Err(_) => Reply::error(StatusCode::REQUEST_TIMEOUT, Outcome::bad_request, "request timed out"),
+        Ok(answered) => answered,
+        Err(_) => (Reply::error(StatusCode::REQUEST_TIMEOUT, Outcome::bad_request, "request timed out"), None),
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// The whole body, at most `limit` bytes: a body that came in one piece as it is, else copied once into a
+/// buffer of its declared size (collecting the pieces first would hold the body twice).
+async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, BodyError> {
+    let (mut first, mut rest, mut total) = (None::<Bytes>, Vec::new(), 0usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    rest.reserve_exact(declared.unwrap_or(total).clamp(total, limit));
+                    rest.extend_from_slice(&earlier);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(rest)))
+}
+
+/// glibc keeps what a thread freed in that thread's arena; large reviews run on whichever blocking thread is
+/// free, so without this each arena would keep its own high-water mark of a large review.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it takes the allocator's locks itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn answer(state: &AppState, body: &[u8]) -> Reply {
+    answer_review(body, &state.settings, &state.scope.load(), state.deny_on_error)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -65,7 +65,11 @@ impl TlsClient {
 
     /// A TLS handshake with server name 127.0.0.1 (the certificates carry that IP SAN).
     pub async fn handshake(&self) -> std::io::Result<Handshake> {
-        let tcp = TcpStream::connect(self.addr).await?;
+        self.handshake_over(TcpStream::connect(self.addr).await?).await
+    }
+
+    /// A TLS handshake over a connection the caller made (e.g. with a small receive buffer).
+    pub async fn handshake_over(&self, tcp: TcpStream) -> std::io::Result<Handshake> {
         tcp.set_nodelay(true)?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         let stream = self.connector.connect(name, tcp).await?;
@@ -88,6 +92,17 @@ impl TlsClient {
 
 impl Connection {
     pub async fn post(&mut self, path: &str, content_type: &str, body: Bytes) -> Result<(u16, Vec<u8>), String> {
+        let (status, _, body) = self.post_with_headers(path, content_type, body).await?;
+        Ok((status, body))
+    }
+
+    /// Like [`Connection::post`], with the response headers.
+    pub async fn post_with_headers(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(u16, hyper::HeaderMap, Vec<u8>), String> {
         self.sender.ready().await.map_err(|e| format!("not ready: {e}"))?;
         let request = Request::post(path)
             .header("host", "127.0.0.1")
@@ -96,8 +111,9 @@ impl Connection {
             .unwrap();
         let response = self.sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-        Ok((status, body.to_vec()))
+        Ok((status, headers, body.to_vec()))
     }
 }
 
@@ -171,4 +187,112 @@ pub async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An AdmissionReview (v1, Pod CREATE) of `object`.
+pub fn review_of(uid: &str, object: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:default:test"},
+            "object": object, "oldObject": null
+        }
+    }))
+    .unwrap()
+}
+
+/// An AdmissionReview of a gVisor pod (one emptyDir, mounted) that carries `annotations`.
+pub fn review_with_annotations(uid: &str, annotations: serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    review_of(
+        uid,
+        serde_json::json!({
+            "metadata": {"name": "hostile", "namespace": "default", "annotations": annotations},
+            "spec": {"runtimeClassName": "gvisor",
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "containers": [{"name": "app", "image": "busybox",
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]}
+        }),
+    )
+}
+
+/// The pod of the reliability report: `count` removable `dev.gvisor.spec.mount.nX.type` annotations (60,000 make
+/// a 2.6 MB review, under the API server's 3 MiB limit), each of which the reply must remove and warn about.
+pub fn hostile_review(uid: &str, count: usize) -> Vec<u8> {
+    let annotations =
+        (0..count).map(|i| (format!("dev.gvisor.spec.mount.n{i}.type"), serde_json::Value::from("bind"))).collect();
+    review_with_annotations(uid, annotations)
+}
+
+/// The webhook binary serving on loopback ports, with its JSON log on a pipe.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub health: SocketAddr,
+    /// Log lines after "serving", collected until the process exits.
+    log_tail: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+/// A test that fails half-way leaves no server behind.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl ServerProcess {
+    /// Starts `serve` with `certs` (written to `dir`) and `extra` flags; returns once it logs where it listens.
+    /// `MOUNT_HINTS_WEBHOOK_BIN` names another build to run instead (to compare figures with an older one).
+    pub fn start(dir: &std::path::Path, certs: &IssuedCerts, extra: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        mount_hints_webhook::certs::write_issued(dir, certs).unwrap();
+        let binary = std::env::var_os("MOUNT_HINTS_WEBHOOK_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_mount-hints-webhook").into(), std::path::PathBuf::from);
+        let mut child = std::process::Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--no-cluster"])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (addr, health) = loop {
+            let line = lines.next().expect("the server logs before exiting").unwrap();
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if log["message"] == "serving" {
+                break (
+                    log["addr"].as_str().unwrap().parse().unwrap(),
+                    log["health"].as_str().unwrap().parse().unwrap(),
+                );
+            }
+        };
+        let log_tail = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        ServerProcess { child, addr, health, log_tail: Some(log_tail) }
+    }
+
+    /// Peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let kill = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        (status.code(), self.log_tail.take().unwrap().join().unwrap())
+    }
 }
