@@ -1,6 +1,7 @@
 //! What the wrapper adds to each `runsc create`: the whole process (exec, read config.json, complete, write it
 //! atomically, exec the runtime, here a no-op) for sandboxes with 1, 10, 100 and 200 hinted volumes, as a ratio
-//! to exec'ing the no-op directly.
+//! to exec'ing the no-op directly; then once more at 10 volumes with the hook called as runsc itself, as the shims
+//! call it (its settings from hook.json, no flags of its own).
 //!
 //!   cargo bench -p mount-hints-hook --bench wrap_create
 //!   MOUNT_HINTS_BENCH_HOOK=/path/to/mount-hints-hook cargo bench -p mount-hints-hook --bench wrap_create
@@ -40,7 +41,7 @@ fn main() {
     let mut ratios = Vec::new();
     let mut floors = Vec::new();
     for volumes in [1usize, 10, 100, 200] {
-        let sample = measure(&hook, volumes);
+        let sample = measure(&hook, volumes, Call::Wrap);
         println!("| {volumes} | {:.3} ms | {:.3} ms | {:.2}x |", ms(sample.wrapped), ms(sample.floor), sample.ratio);
         ratios.push((volumes, sample.ratio));
         floors.push(sample.floor);
@@ -58,6 +59,9 @@ fn main() {
         })
         .collect();
     println!("per added volume (ratio slope x {:.3} ms): {}", ms(floor), slopes.join(", "));
+    // As the shims call it: in place of runsc, its settings from hook.json.
+    let sample = measure(&hook, 10, Call::StandIn);
+    println!("as runsc itself (settings from hook.json), 10 volumes: {:.2}x", sample.ratio);
     println!("load average after: {}", load_average());
 }
 
@@ -67,7 +71,14 @@ struct Sample {
     ratio: f64,
 }
 
-fn measure(hook: &Path, volumes: usize) -> Sample {
+/// How the hook is called: `wrap` with flags, or as runsc with nothing but runsc's arguments.
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    Wrap,
+    StandIn,
+}
+
+fn measure(hook: &Path, volumes: usize, call: Call) -> Sample {
     let tree = KubeletTree::new();
     let mut hints = Vec::new();
     for i in 0..volumes {
@@ -81,14 +92,22 @@ fn measure(hook: &Path, volumes: usize) -> Sample {
     let original = serde_json::to_vec(&spec(Runtime::Containerd, true, hints, vec![])).unwrap();
     let root = path_str(&tree.root);
     let b = path_str(&bundle);
+    let hook_json = work.path().join("hook.json");
+    let settings = serde_json::json!({"runtime": NOOP, "kubeletRoot": root, "runscRelease": "20240729"});
+    std::fs::write(&hook_json, settings.to_string()).unwrap();
     let wrap = || {
         std::fs::write(bundle.join("config.json"), &original).unwrap();
         let t = Instant::now();
-        let status = Command::new(hook)
-            .args(["wrap", "--runtime", NOOP, "--runsc-release", "20240729", "--kubelet-root", &root])
-            .args(["--", "--root", "/run/runsc", "create", "--bundle", &b, "sandbox"])
+        let mut command = Command::new(hook);
+        match call {
+            Call::Wrap => command
+                .args(["wrap", "--runtime", NOOP, "--runsc-release", "20240729", "--kubelet-root", &root, "--"])
+                .env("MOUNT_HINTS_HOOK_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/empty-hook.json")),
+            Call::StandIn => command.env("MOUNT_HINTS_HOOK_CONFIG", &hook_json),
+        };
+        let status = command
+            .args(["--root", "/run/runsc", "create", "--bundle", &b, "sandbox"])
             .env("MOUNT_HINTS_LOG", "info")
-            .env("MOUNT_HINTS_HOOK_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/empty-hook.json"))
             .stderr(Stdio::null())
             .status()
             .unwrap();
