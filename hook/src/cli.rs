@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, Command, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mount_hints::RunscRelease;
 use mount_hints_hook::config::{Flags, DEFAULT_CONFIG, DEFAULT_KUBELET_ROOT, DEFAULT_RUNTIME, HOOK_PATH};
 use mount_hints_hook::doctor::{DEFAULT_CONTAINERD_CONFIG, DEFAULT_CRIO_CONFIG, DEFAULT_CRIO_CONFIG_DIR};
@@ -123,21 +123,35 @@ pub struct InstallArgs {
     pub runsc_toml: Option<PathBuf>,
 }
 
-/// Whether `args` (without the program name) call one of the modes rather than runsc. A mode that shares its
-/// name with a runsc subcommand (`install`, `uninstall`) is chosen only with one of its own flags, which runsc's
-/// never take, or with `-h`/`--help` (no shim asks runsc's install for its help through the hook).
-pub fn names_a_mode(args: &[OsString]) -> bool {
-    let Some(first) = args.first().and_then(|a| a.to_str()) else { return false };
+/// The command-line definition when `args` (without the program name) call one of the modes; `None` when they
+/// are runsc's. A mode that shares its name with a runsc subcommand (`install`, `uninstall`) is chosen only with
+/// one of its own flags, which runsc's never take, or with `-h`/`--help` (no shim asks runsc's install for its
+/// help through the hook).
+pub fn mode_command(args: &[OsString]) -> Option<Command> {
+    let first = args.first()?.to_str()?;
+    // Shims call runsc with its global flags first, and no mode name starts with `-`: the definition, which
+    // costs a fair part of the hook's start-up to build, is not built for them.
+    if first.starts_with('-') {
+        return None;
+    }
     let cli = Cli::command();
-    let Some(mode) = cli.get_subcommands().find(|m| m.get_name() == first) else { return false };
+    let mode = cli.get_subcommands().find(|m| m.get_name() == first)?;
     if !SUBCOMMANDS.contains(&first) {
-        return true;
+        return Some(cli);
     }
     let own: Vec<&str> = mode.get_arguments().filter_map(|a| a.get_long()).chain(["help"]).collect();
-    args[1..].iter().filter_map(|a| a.to_str()).any(|arg| {
+    let chosen = args[1..].iter().filter_map(|a| a.to_str()).any(|arg| {
         let flag = arg.strip_prefix("--").map(|f| f.split_once('=').map_or(f, |(name, _)| name));
         arg == "-h" || flag.is_some_and(|f| own.contains(&f))
-    })
+    });
+    chosen.then_some(cli)
+}
+
+/// The mode `args` (with the program name) call, parsed with `command` from [`mode_command`]: the definition
+/// is built once. Exits with clap's message on a usage error, as `Cli::parse` does.
+pub fn parse_mode(command: Command, args: &[OsString]) -> Mode {
+    let mut matches = command.get_matches_from(args);
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit()).mode
 }
 
 #[cfg(test)]
@@ -145,7 +159,7 @@ mod tests {
     use super::*;
 
     fn names(args: &str) -> bool {
-        names_a_mode(&args.split_whitespace().map(OsString::from).collect::<Vec<_>>())
+        mode_command(&args.split_whitespace().map(OsString::from).collect::<Vec<_>>()).is_some()
     }
 
     #[test]

@@ -6,15 +6,14 @@ mod modes;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-use cli::{Cli, Mode};
+use cli::Mode;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    if !cli::names_a_mode(&args[1..]) {
+    let Some(command) = cli::mode_command(&args[1..]) else {
         return modes::wrap::stand_in(&args[1..]);
-    }
-    let mode = Cli::parse().mode;
+    };
+    let mode = cli::parse_mode(command, &args);
     if !matches!(mode, Mode::Wrap(_)) {
         modes::log_to_stderr();
     }

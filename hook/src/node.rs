@@ -3,10 +3,12 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mount_hints::{is_filestore_entry, RunscRelease};
+use rustix::fs::{openat, statat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
 
 use crate::identity::PodUid;
 
@@ -45,7 +47,27 @@ pub struct HostNode {
     aliases: Vec<PathBuf>,
     release: RuntimeRelease,
     /// The plugin directories of the last pod listed: a sandbox's hints all belong to one pod.
-    plugins: RefCell<Option<(PodUid, Vec<String>)>>,
+    plugins: RefCell<Option<(PodUid, Vec<PluginDir>)>>,
+}
+
+/// One `pods/<uid>/volumes/<plugin>` directory, kept open: each volume is then looked up by its name alone,
+/// not by walking the whole path again (two lookups per hinted volume, most of the per-volume cost).
+struct PluginDir {
+    name: String,
+    path: PathBuf,
+    /// `None` when it could not be opened; its volumes are then looked up by path.
+    fd: Option<OwnedFd>,
+}
+
+impl PluginDir {
+    /// `<plugin>/<name>` is a real directory, not a symlink planted there.
+    fn has_volume(&self, name: &str) -> bool {
+        match &self.fd {
+            Some(fd) => statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
+            None => std::fs::symlink_metadata(self.path.join(name)).is_ok_and(|m| m.is_dir()),
+        }
+    }
 }
 
 /// How the runsc release is known: configured, or asked of the runtime binary the first time it matters.
@@ -64,6 +86,42 @@ impl HostNode {
     }
 }
 
+impl HostNode {
+    /// The plugin directories under `pods/<uid>/volumes`, sorted by name; none when the pod has no volumes.
+    fn plugin_dirs(&self, uid: &PodUid) -> io::Result<Vec<PluginDir>> {
+        let volumes = self.root.join("pods").join(uid.as_str()).join("volumes");
+        let mut names = Vec::new();
+        match std::fs::read_dir(&volumes) {
+            Ok(entries) => {
+                for entry in entries {
+                    names.push(entry?.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let path = volumes.join(&name);
+                let fd = openat(CWD, &path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok();
+                PluginDir { name, path, fd }
+            })
+            .collect())
+    }
+
+    /// `dir` opened from the open plugin directory it is in, when it is one `volume_dirs` returned.
+    fn open_listed_volume(&self, dir: &Path) -> Option<io::Result<OwnedFd>> {
+        let cache = self.plugins.borrow();
+        let (_, plugins) = cache.as_ref()?;
+        let (parent, name) = (dir.parent()?, dir.file_name()?);
+        let fd = plugins.iter().find(|p| p.path == parent)?.fd.as_ref()?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Some(openat(fd, name, flags, Mode::empty()).map_err(io::Error::from))
+    }
+}
+
 impl NodeView for HostNode {
     fn kubelet_root(&self) -> &Path {
         &self.root
@@ -74,35 +132,42 @@ impl NodeView for HostNode {
     }
 
     fn volume_dirs(&self, uid: &PodUid, name: &str) -> io::Result<Vec<VolumeDir>> {
-        let volumes = self.root.join("pods").join(uid.as_str()).join("volumes");
         let mut cache = self.plugins.borrow_mut();
         if cache.as_ref().is_none_or(|(cached, _)| cached != uid) {
-            let mut plugins = Vec::new();
-            match std::fs::read_dir(&volumes) {
-                Ok(entries) => {
-                    for entry in entries {
-                        plugins.push(entry?.file_name().to_string_lossy().into_owned());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            plugins.sort();
-            *cache = Some((uid.clone(), plugins));
+            *cache = Some((uid.clone(), self.plugin_dirs(uid)?));
         }
         let (_, plugins) = cache.as_ref().expect("filled above");
-        let mut found = Vec::new();
-        for plugin in plugins {
-            let path = volumes.join(plugin).join(name);
-            // symlink_metadata: a volume directory is a real directory; a symlink planted there is not followed.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                found.push(VolumeDir { plugin: plugin.clone(), path });
-            }
-        }
-        Ok(found)
+        Ok(plugins
+            .iter()
+            .filter(|plugin| plugin.has_volume(name))
+            .map(|plugin| VolumeDir { plugin: plugin.name.clone(), path: plugin.path.join(name) })
+            .collect())
     }
 
     fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool> {
+        // A volume directory listed by `volume_dirs` is opened from its plugin directory, by name.
+        if let Some(opened) = self.open_listed_volume(dir) {
+            let opened = opened?;
+            for entry in Dir::read_from(&opened)? {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                // The entry's type never follows a symlink: a symlink named like a filestore is data. Some
+                // filesystems leave the type unknown in the listing; then ask, still without following.
+                let kind = match entry.file_type() {
+                    FileType::Unknown => {
+                        FileType::from_raw_mode(statat(&opened, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
+                    }
+                    kind => kind,
+                };
+                if !is_filestore_entry(&String::from_utf8_lossy(name), kind == FileType::RegularFile) {
+                    return Ok(false);
+                }
+            }
+            return Ok(true);
+        }
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             // DirEntry::file_type does not follow symlinks: a symlink named like a filestore is data.
@@ -132,5 +197,62 @@ pub fn detect_release(runtime: &Path) -> Option<RunscRelease> {
             tracing::warn!(runtime = %runtime.display(), error = %e, "cannot tell the runsc release; assuming the strictest");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mount_hints::FILESTORE_PREFIX;
+
+    use super::*;
+
+    const UID: &str = "5c0d3f4e-1a2b-4c5d-8e9f-0a1b2c3d4e5f";
+
+    /// A pod with an emptyDir `empty`, one holding only a filestore file, one holding a file, a configMap
+    /// `config`, and a symlink planted where the emptyDir `planted` would be.
+    fn node() -> (tempfile::TempDir, HostNode) {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = dir.path().join("pods").join(UID).join("volumes");
+        let empty_dirs = volumes.join(EMPTY_DIR_PLUGIN);
+        for name in ["empty", "filestore", "used"] {
+            std::fs::create_dir_all(empty_dirs.join(name)).unwrap();
+        }
+        std::fs::write(empty_dirs.join("filestore").join(format!("{FILESTORE_PREFIX}42")), b"").unwrap();
+        std::fs::write(empty_dirs.join("used").join("data"), b"x").unwrap();
+        std::fs::create_dir_all(volumes.join("kubernetes.io~configmap").join("config")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), empty_dirs.join("planted")).unwrap();
+        let node = HostNode::new(dir.path(), RuntimeRelease::Known(None));
+        (dir, node)
+    }
+
+    #[test]
+    fn volume_directories_are_found_by_name_and_symlinks_are_not() {
+        let (_dir, node) = node();
+        let uid = PodUid::parse(UID).unwrap();
+        let plugins = |name: &str| -> Vec<String> {
+            node.volume_dirs(&uid, name).unwrap().into_iter().map(|d| d.plugin).collect()
+        };
+        assert_eq!(plugins("empty"), [EMPTY_DIR_PLUGIN]);
+        assert_eq!(plugins("config"), ["kubernetes.io~configmap"]);
+        assert!(plugins("planted").is_empty());
+        assert!(plugins("absent").is_empty());
+        let other = PodUid::parse("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a").unwrap();
+        assert!(node.volume_dirs(&other, "empty").unwrap().is_empty(), "a pod without volumes has none");
+    }
+
+    #[test]
+    fn emptiness_is_the_same_for_listed_and_unlisted_directories() {
+        let (dir, node) = node();
+        let uid = PodUid::parse(UID).unwrap();
+        for (name, empty) in [("empty", true), ("filestore", true), ("used", false)] {
+            // Before listing: looked up by path; after: opened from the plugin directory.
+            let path = dir.path().join("pods").join(UID).join("volumes").join(EMPTY_DIR_PLUGIN).join(name);
+            assert_eq!(node.is_empty_for_tmpfs(&path).unwrap(), empty, "{name}, by path");
+            let listed = node.volume_dirs(&uid, name).unwrap();
+            assert_eq!(listed[0].path, path);
+            assert_eq!(node.is_empty_for_tmpfs(&listed[0].path).unwrap(), empty, "{name}, listed");
+        }
+        let planted = dir.path().join("pods").join(UID).join("volumes").join(EMPTY_DIR_PLUGIN).join("planted");
+        assert!(node.is_empty_for_tmpfs(&planted).is_err(), "a symlink in a plugin directory is not followed");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -65,10 +66,10 @@ fn open(path: &Path) -> Option<File> {
 }
 
 fn complete_then_exec(settings: &Settings, call: &RuntimeCall, args: &[OsString]) -> Error {
-    // A runtime path that leads back here (hook.json naming the hook, or a runsc symlink to it) would exec
-    // forever; refuse it with the fix.
-    let same = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
-    if std::env::current_exe().is_ok_and(|me| same(&me, &settings.runtime)) {
+    // A runtime path that leads back here (hook.json naming the hook, or a runsc symlink or hard link to it)
+    // would exec forever; refuse it with the fix. Compared as files (two stats), not as resolved paths (a
+    // readlink per path component).
+    if is_this_hook(&settings.runtime) {
         return Error::Usage(format!(
             "the runtime {} is this hook itself: set \"runtime\" in hook.json (or --runtime) to the real runsc",
             settings.runtime.display()
@@ -82,6 +83,12 @@ fn complete_then_exec(settings: &Settings, call: &RuntimeCall, args: &[OsString]
         }
     }
     exec_runtime(&settings.runtime, args)
+}
+
+fn is_this_hook(runtime: &Path) -> bool {
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let me = std::fs::metadata("/proc/self/exe").map(id);
+    me.is_ok_and(|me| std::fs::metadata(runtime).map(id).is_ok_and(|it| it == me))
 }
 
 fn complete_bundle(settings: &Settings, bundle: &Path) -> Result<(), Error> {
