@@ -3,31 +3,18 @@
 //! output through kubectl's own YAML reader (go-yaml, YAML 1.1) that must give back the input plus the
 //! annotations, and idempotence (previewing the output changes nothing).
 
+mod preview_run;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use preview_run::{preview, text};
+
 fn corpus(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(name)
-}
-
-fn preview(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mount-hints-webhook"))
-        .arg("preview")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The objects kubectl reads from a YAML stream, as JSON: `kubectl patch --local` decodes with go-yaml (the

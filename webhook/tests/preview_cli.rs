@@ -1,39 +1,24 @@
 //! The `preview` command as a user runs it, on the example manifests shipped in `webhook/examples/`.
 
+mod preview_run;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
+use preview_run::{preview, text};
+
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
-fn preview(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mount-hints-webhook"))
-        .arg("preview")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Mutated pod annotations from the YAML output, decoded as the real Pod type.
 fn mutated_pod(file: &str) -> (BTreeMap<String, String>, String) {
-    let out = preview(&[example(file).to_str().unwrap()], None);
+    let out = preview(&[example(file).to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pod: Pod = serde_yaml_ng::from_slice(&out.stdout).expect("output is a valid Pod");
     (pod.metadata.annotations.unwrap_or_default(), text(&out.stderr))
@@ -107,7 +92,7 @@ fn hostile_pod_keeps_only_safe_annotations() {
 
 #[test]
 fn workloads_get_their_pod_templates_mutated_and_other_objects_pass_through() {
-    let out = preview(&[example("workloads.yaml").to_str().unwrap()], None);
+    let out = preview(&[example("workloads.yaml").to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let docs: Vec<&str> = stdout.split("\n---\n").collect();
@@ -130,7 +115,7 @@ fn workloads_get_their_pod_templates_mutated_and_other_objects_pass_through() {
 fn patch_output_applies_to_the_input() {
     for file in ["hostile-annotations.yaml", "workloads.yaml"] {
         let input = std::fs::read_to_string(example(file)).unwrap();
-        let out = preview(&["-o", "patch", "-"], Some(&input));
+        let out = preview(&["-o", "patch", "-"], input.as_bytes());
         assert!(out.status.success(), "{}", text(&out.stderr));
         // One JSON value whatever the number of documents: the patch, or one entry per document.
         let report: Value = serde_json::from_slice(&out.stdout).expect("-o patch prints one JSON value");
@@ -148,7 +133,7 @@ fn patch_output_applies_to_the_input() {
             }
             entries.iter().map(|e| e["patch"].clone()).collect()
         };
-        let yaml = preview(&["-o", "json", "-"], Some(&input));
+        let yaml = preview(&["-o", "json", "-"], input.as_bytes());
         let outputs: Vec<Value> =
             serde_json::Deserializer::from_slice(&yaml.stdout).into_iter().collect::<Result<_, _>>().unwrap();
         assert_eq!(patches.len(), inputs.len());
@@ -166,7 +151,7 @@ fn patch_report_names_unnamed_pods_by_generate_name_or_position() {
         format!("apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec:\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  containers: [{{name: c, image: x, volumeMounts: [{{name: v, mountPath: /v}}]}}]\n")
     };
     let input = [pod("{name: named}"), pod("{generateName: web-}"), pod("{}")].join("---\n");
-    let out = preview(&["-o", "patch", "--assume-gvisor"], Some(&input));
+    let out = preview(&["-o", "patch", "--assume-gvisor"], input.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let entries = report.as_array().unwrap();
@@ -209,7 +194,7 @@ spec:
     name: b
 "#;
     let input = &format!("\u{feff}{yaml}");
-    let out = preview(&["-o", "yaml"], Some(input));
+    let out = preview(&["-o", "yaml"], input.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let pod: Pod = serde_yaml_ng::from_str(&stdout).unwrap();
@@ -234,7 +219,7 @@ spec:
 
 #[test]
 fn pod_templates_nested_in_custom_resources_are_previewed_with_their_path() {
-    let out = preview(&["-o", "json", example("leaderworkerset.yaml").to_str().unwrap()], None);
+    let out = preview(&["-o", "json", example("leaderworkerset.yaml").to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let object: Value = serde_json::from_slice(&out.stdout).unwrap();
     let lwt = &object["spec"]["leaderWorkerTemplate"];
@@ -258,7 +243,7 @@ fn deep_nesting_is_refused_in_well_under_a_second() {
     let depth = 20_000;
     let input = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let started = std::time::Instant::now();
-    let out = preview(&[], Some(&input));
+    let out = preview(&[], input.as_bytes());
     assert!(started.elapsed() < std::time::Duration::from_millis(900), "{:?}", started.elapsed());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
@@ -276,14 +261,14 @@ spec:
   volumes: [{name: v, emptyDir: {}}]
   containers: [{name: c, image: x, volumeMounts: [{name: v, mountPath: /v}]}]
 "#;
-    let kept = preview(&["-o", "json", "--min-runsc-release", "20260520"], Some(input));
+    let kept = preview(&["-o", "json", "--min-runsc-release", "20260520"], input.as_bytes());
     let pod: Value = serde_json::from_slice(&kept.stdout).unwrap();
     assert_eq!(pod["metadata"]["annotations"]["dev.gvisor.spec.mount.v.directfs"], "off");
-    let removed = preview(&["-o", "json"], Some(input));
+    let removed = preview(&["-o", "json"], input.as_bytes());
     let pod: Value = serde_json::from_slice(&removed.stdout).unwrap();
     assert!(pod["metadata"]["annotations"].get("dev.gvisor.spec.mount.v.directfs").is_none());
     assert!(text(&removed.stderr).contains("release-20260520"), "{}", text(&removed.stderr));
-    let contradiction = preview(&["--min-runsc-release", "20221219", "--memory-size-option"], Some(input));
+    let contradiction = preview(&["--min-runsc-release", "20221219", "--memory-size-option"], input.as_bytes());
     assert_eq!(contradiction.status.code(), Some(2));
     assert!(text(&contradiction.stderr).contains("memorySizeOption needs runsc release-20240501"));
 }
@@ -293,18 +278,18 @@ fn pods_outside_gvisor_are_unchanged_unless_assumed() {
     let input = std::fs::read_to_string(example("disk-scratch.yaml"))
         .unwrap()
         .replace("runtimeClassName: gvisor", "runtimeClassName: runc");
-    let out = preview(&["-o", "patch"], Some(&input));
+    let out = preview(&["-o", "patch"], input.as_bytes());
     assert_eq!(text(&out.stdout).trim(), "[]");
     assert!(text(&out.stderr).contains("\"runc\" is not a gVisor runtime class"));
-    let out = preview(&["-o", "patch", "--assume-gvisor"], Some(&input));
+    let out = preview(&["-o", "patch", "--assume-gvisor"], input.as_bytes());
     assert!(text(&out.stdout).contains("dev.gvisor.spec.mount.scratch.type"));
-    let out = preview(&["-o", "patch", "--runtime-class", "runc"], Some(&input));
+    let out = preview(&["-o", "patch", "--runtime-class", "runc"], input.as_bytes());
     assert!(text(&out.stdout).contains("dev.gvisor.spec.mount.scratch.type"));
 }
 
 #[test]
 fn warnings_output_and_settings_file() {
-    let out = preview(&["-o", "warnings", example("subpath.yaml").to_str().unwrap()], None);
+    let out = preview(&["-o", "warnings", example("subpath.yaml").to_str().unwrap()], b"");
     assert!(out.status.success());
     assert!(text(&out.stdout).starts_with("Pod/subpath: volume \"work\" not hinted"));
 
@@ -313,13 +298,13 @@ fn warnings_output_and_settings_file() {
     std::fs::write(&config, "sharePolicy: always-pod\nmemorySizeOption: true\n").unwrap();
     let out = preview(
         &["-o", "json", "--config", config.to_str().unwrap(), example("shared-memory.yaml").to_str().unwrap()],
-        None,
+        b"",
     );
     let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pod["metadata"]["annotations"]["dev.gvisor.spec.mount.cache.options"], "size=268435456");
 
     std::fs::write(&config, "sharepolicy: pod\n").unwrap();
-    let out = preview(&["--config", config.to_str().unwrap(), "-"], Some(""));
+    let out = preview(&["--config", config.to_str().unwrap(), "-"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("settings.yaml:1:1: unknown field `sharepolicy`"), "{}", text(&out.stderr));
 }
@@ -337,12 +322,12 @@ fn bad_input_exits_2_with_the_location() {
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n", "Deployment/d"),
     ];
     for (input, want) in cases {
-        let out = preview(&[], Some(input));
+        let out = preview(&[], input.as_bytes());
         assert_eq!(out.status.code(), Some(2), "{input}");
         assert!(out.stdout.is_empty(), "nothing half-printed for {input:?}");
         assert!(text(&out.stderr).contains(want), "{input:?}: {}", text(&out.stderr));
     }
-    let out = preview(&["/nonexistent/pod.yaml"], None);
+    let out = preview(&["/nonexistent/pod.yaml"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read /nonexistent/pod.yaml"));
 }
