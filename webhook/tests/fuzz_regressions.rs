@@ -28,3 +28,21 @@ fn a_stray_non_utf8_byte_outside_the_uid_still_gets_a_review_with_the_uid() {
         assert!(out["response"]["status"]["message"].as_str().unwrap().contains("cannot decode"), "{out}");
     }
 }
+
+/// From the `review` target: a number no float can hold (`88E444`) in a field the webhook does not read. serde
+/// skips it unparsed, so the request is answered as any other, with its uid.
+#[test]
+fn an_out_of_range_number_in_an_ignored_field_still_gets_a_review_with_the_uid() {
+    let body = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "uid-8",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "operation": "CREATE", "userInfo": {}, "object": {"metadata": {"name": "p"}, "spec": {"runtimeClassName": "gvisor",
+        "terminationGracePeriodSeconds": 88E444, "containers": [{"name": "main"}]}}}}"#;
+    assert!(serde_json::from_slice::<Value>(body).is_err(), "not a JSON value serde_json can hold");
+    let settings = MutationSettings::default();
+    let reply = answer_review(body, &settings, &GvisorScope::from_settings(&settings), false);
+    assert_eq!(reply.status, 200);
+    let out: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(out["kind"], "AdmissionReview");
+    assert_eq!(out["response"]["uid"], "uid-8");
+    assert_eq!(out["response"]["allowed"], true);
+}
