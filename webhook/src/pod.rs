@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodFacts {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "present_metadata")]
     pub metadata: PodMetaFacts,
     #[serde(default, deserialize_with = "null_as_default")]
     pub spec: PodSpecFacts,
@@ -28,6 +28,17 @@ pub struct PodMetaFacts {
     pub namespace: Option<String>,
     /// `None` when the object has no annotations map at all: the patch must then create it.
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Whether the object has a `metadata` map at all (the API server always sends one; another client may
+    /// not): without it the patch must create `/metadata` itself, or it would not apply.
+    #[serde(skip)]
+    pub present: bool,
+}
+
+/// `metadata` as a map marks it present; `null` is as good as absent (a patch cannot add under it).
+fn present_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PodMetaFacts, D::Error> {
+    Ok(Option::<PodMetaFacts>::deserialize(deserializer)?
+        .map(|meta| PodMetaFacts { present: true, ..meta })
+        .unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -122,6 +133,8 @@ impl From<&Pod> for PodFacts {
                 generate_name: pod.metadata.generate_name.clone(),
                 namespace: pod.metadata.namespace.clone(),
                 annotations: pod.metadata.annotations.clone(),
+                // A typed Pod always has its metadata (k8s-openapi fills in a default when it was absent).
+                present: true,
             },
             spec: PodSpecFacts {
                 runtime_class_name: spec.and_then(|s| s.runtime_class_name.clone()),

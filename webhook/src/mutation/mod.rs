@@ -108,7 +108,7 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
         }
     }
 
-    let patch = patch::annotation_patch(pod.metadata.annotations.as_ref(), &desired);
+    let patch = patch::annotation_patch(pod.metadata.present, pod.metadata.annotations.as_ref(), &desired);
     let audit = audit_summary(&hints, &author.removals);
     Mutation { patch, warnings, audit, hints, in_scope: true }
 }

@@ -8,9 +8,11 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use serde_json::Value;
 
 /// `original` is `None` when the object has no `metadata.annotations`; the patch then creates the map in one
-/// operation (adding a key under a missing map would fail). Keys are escaped by the pointer type (`/` -> `~1`,
-/// `~` -> `~0`). Operations come sorted by key so the same input always yields the same bytes.
+/// operation (adding a key under a missing map would fail), and the whole `metadata` when the object has none
+/// (`metadata_present` false). Keys are escaped by the pointer type (`/` -> `~1`, `~` -> `~0`). Operations
+/// come sorted by key so the same input always yields the same bytes.
 pub(crate) fn annotation_patch(
+    metadata_present: bool,
     original: Option<&BTreeMap<String, String>>,
     desired: &BTreeMap<String, String>,
 ) -> Patch {
@@ -18,11 +20,13 @@ pub(crate) fn annotation_patch(
         if desired.is_empty() {
             return Patch(Vec::new());
         }
-        let map = desired.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        return Patch(vec![PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations"]),
-            value: Value::Object(map),
-        })]);
+        let map = Value::Object(desired.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
+        let (path, value) = if metadata_present {
+            (PointerBuf::from_tokens(["metadata", "annotations"]), map)
+        } else {
+            (PointerBuf::from_tokens(["metadata"]), serde_json::json!({ "annotations": map }))
+        };
+        return Patch(vec![PatchOperation::Add(AddOperation { path, value })]);
     };
     let key_path = |key: &str| PointerBuf::from_tokens(["metadata", "annotations", key]);
     let removals = original

@@ -202,13 +202,13 @@ struct KindIn<'a> {
 /// What is left to answer with when the envelope itself does not decode: enough to reply with the uid.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct MinimalReview<'a> {
+struct MinimalReview<'a, R> {
     #[serde(borrow, default)]
     api_version: Option<Text<'a>>,
     #[serde(borrow, default)]
     kind: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    request: Option<MinimalRequest<'a>>,
+    #[serde(default = "Option::default")]
+    request: Option<R>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +217,14 @@ struct MinimalRequest<'a> {
     uid: Text<'a>,
     #[serde(borrow, default)]
     object: Option<&'a RawValue>,
+}
+
+/// The request without its object, for a body whose object is not even text (a byte that is not UTF-8, which
+/// a borrowed `RawValue` refuses): serde skips a field it does not read without checking its bytes.
+#[derive(Deserialize)]
+struct UidOnlyRequest<'a> {
+    #[serde(borrow, default)]
+    uid: Text<'a>,
 }
 
 /// Answers one AdmissionReview body. Every body that names a request uid gets an AdmissionReview reply with
@@ -285,23 +293,28 @@ fn bad_request(message: &str) -> Reply {
 
 /// The envelope did not decode: answer with the uid when the body still names one, else HTTP 400.
 fn answer_undecodable(body: &[u8], error: &serde_json::Error, deny_on_error: bool) -> Reply {
-    let Ok(review) = serde_json::from_slice::<MinimalReview<'_>>(body) else {
+    let minimal = serde_json::from_slice::<MinimalReview<'_, MinimalRequest<'_>>>(body)
+        .map(|r| (r.api_version, r.kind, r.request.map(|q| (q.uid, q.object))))
+        .or_else(|_| {
+            serde_json::from_slice::<MinimalReview<'_, UidOnlyRequest<'_>>>(body)
+                .map(|r| (r.api_version, r.kind, r.request.map(|q| (q.uid, None))))
+        });
+    let Ok((api_version, kind, request)) = minimal else {
         return bad_request(&format!("{NOT_A_REVIEW}: {error}"));
     };
-    let version = review.api_version.as_deref().and_then(ReviewVersion::parse);
-    match (version, review.kind.as_deref(), review.request) {
-        (Some(version), Some("AdmissionReview"), Some(request)) if !request.uid.is_empty() => {
+    let version = api_version.as_deref().and_then(ReviewVersion::parse);
+    match (version, kind.as_deref(), request) {
+        (Some(version), Some("AdmissionReview"), Some((uid, object))) if !uid.is_empty() => {
             // Most often the object is what does not decode: then say where in it.
-            let reason =
-                request.object.and_then(|o| serde_json::from_str::<PodFacts>(o.get()).err().map(|_| object_error(o)));
+            let reason = object.and_then(|o| serde_json::from_str::<PodFacts>(o.get()).err().map(|_| object_error(o)));
             let message =
                 format!("mount-hints cannot decode this request: {}", reason.unwrap_or_else(|| error.to_string()));
-            let reply = ReviewReply::new(version, &request.uid)
+            let reply = ReviewReply::new(version, &uid)
                 .verdict(Verdict::Invalid { message: &message, allowed: !deny_on_error });
             Reply::review(&reply, Outcome::decode_error, 0)
         }
         (None, _, _) => {
-            bad_request(&format!("{NOT_A_REVIEW}: apiVersion {:?}", review.api_version.as_deref().unwrap_or_default()))
+            bad_request(&format!("{NOT_A_REVIEW}: apiVersion {:?}", api_version.as_deref().unwrap_or_default()))
         }
         _ => bad_request(&format!("{NOT_A_REVIEW}: {error}")),
     }
