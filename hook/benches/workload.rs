@@ -265,19 +265,7 @@ impl<'a> Pod<'a> {
         if !sandbox {
             mounts.push(json!({"destination": "/shared", "type": "bind", "source": self.volume, "options": ["rbind", "rprivate", "rw"]}));
         }
-        let spec = json!({
-            "ociVersion": "1.0.0",
-            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/", "env": ["PATH=/bin"]},
-            "root": {"path": self.image.rootfs, "readonly": true},
-            "hostname": "pod",
-            "mounts": mounts,
-            "annotations": annotations,
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]},
-        });
-        let bundle = self.path(&format!("bundles/{id}"));
-        std::fs::create_dir_all(&bundle).unwrap();
-        std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-        bundle
+        fixtures::write_bundle(&self.path(&format!("bundles/{id}")), &self.image.rootfs, args, mounts, annotations)
     }
 
     fn runtime(&self) -> (PathBuf, Vec<String>) {
