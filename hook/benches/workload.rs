@@ -281,35 +281,16 @@ impl<'a> Pod<'a> {
     /// `runsc create` through the hook, then `start`. runsc hands its stdio to the container: files, not pipes.
     fn create(&mut self, id: &str, bundle: &Path) {
         let (runsc, global) = self.runtime();
-        let err_path = self.path(&format!("{id}.err"));
-        let status = Command::new(HOOK)
-            .arg("wrap")
-            .arg("--runtime")
-            .arg(&runsc)
-            .arg("--kubelet-root")
-            .arg(self.path("var/lib/kubelet"))
-            .arg("--")
-            .args(&global)
-            .args(["create", "--bundle"])
-            .arg(bundle)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(File::create(self.path(&format!("{id}.out"))).unwrap())
-            .stderr(File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
+        let mut create = Command::new(HOOK);
+        create.arg("wrap").arg("--runtime").arg(&runsc).arg("--kubelet-root").arg(self.path("var/lib/kubelet"));
+        create.arg("--").args(&global).args(["create", "--bundle"]).arg(bundle).arg(id);
+        let created = fixtures::run_to_files(&mut create, self.dir.path(), id);
         self.containers.push(id.to_owned());
-        assert!(status.success(), "create {id}: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
-        let err_path = self.path(&format!("{id}.start.err"));
-        let status = Command::new(&runsc)
-            .args(&global)
-            .args(["start", id])
-            .stdin(Stdio::null())
-            .stdout(File::create(self.path(&format!("{id}.start.out"))).unwrap())
-            .stderr(File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
-        assert!(status.success(), "start {id}: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+        created.unwrap_or_else(|e| panic!("create {id}: {e}"));
+        let mut start = Command::new(&runsc);
+        start.args(&global).args(["start", id]);
+        fixtures::run_to_files(&mut start, self.dir.path(), &format!("{id}.start"))
+            .unwrap_or_else(|e| panic!("start {id}: {e}"));
     }
 
     /// Starts the probe in container `id` (an exec into the running container under runsc, a container of its

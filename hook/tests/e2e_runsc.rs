@@ -10,7 +10,6 @@
 mod fixtures;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -151,9 +150,6 @@ impl Pod {
     /// `runsc create` (through the hook unless `direct`), then `start`. runsc hands its stdio to the
     /// container, so it gets files, never pipes.
     fn run_container(&mut self, id: &str, bundle: &Path, direct: bool) -> Result<(), String> {
-        let out = File::create(self.path(&format!("{id}.out"))).unwrap();
-        let err_path = self.path(&format!("{id}.err"));
-        let err = File::create(&err_path).unwrap();
         let mut create = if direct {
             Command::new(&self.runsc)
         } else {
@@ -162,29 +158,13 @@ impl Pod {
             c
         };
         create.args(self.global_args()).args(["create", "--bundle"]).arg(bundle).arg(id);
-        let status = create.stdin(Stdio::null()).stdout(out).stderr(err).status().unwrap();
+        let created = fixtures::run_to_files(&mut create, self.dir.path(), id);
         self.containers.push(id.to_owned());
-        if !status.success() {
-            return Err(format!(
-                "create {id} failed: {}\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default(),
-                self.boot_log()
-            ));
-        }
-        // `start` launches the container's gofer, which inherits its stdio: files again, not pipes.
-        let start_err = self.path(&format!("{id}.start.err"));
-        let status = Command::new(&self.runsc)
-            .args(self.global_args())
-            .args(["start", id])
-            .stdin(Stdio::null())
-            .stdout(File::create(self.path(&format!("{id}.start.out"))).unwrap())
-            .stderr(File::create(&start_err).unwrap())
-            .status()
-            .unwrap();
-        if !status.success() {
-            return Err(format!("start {id} failed: {}", std::fs::read_to_string(&start_err).unwrap_or_default()));
-        }
-        Ok(())
+        created.map_err(|e| format!("create {id} failed: {e}\n{}", self.boot_log()))?;
+        let mut start = Command::new(&self.runsc);
+        start.args(self.global_args()).args(["start", id]);
+        fixtures::run_to_files(&mut start, self.dir.path(), &format!("{id}.start"))
+            .map_err(|e| format!("start {id} failed: {e}"))
     }
 
     /// For commands that leave no process behind (exec, kill, delete), so their output can be piped.
