@@ -1,4 +1,4 @@
-//! The webhook behind a real kube-apiserver (built from Debian's source by `tests/build-kube-apiserver`) and
+//! The webhook behind a real kube-apiserver (built from Debian's source by `tests/build-kube`) and
 //! etcd on loopback, registered with the MutatingWebhookConfiguration from `manifests/` (URL form), driven with
 //! the real `kubectl`. Needs the cached kube-apiserver, etcd and kubectl; a missing one is a failure.
 
@@ -26,9 +26,9 @@ fn manifests() -> PathBuf {
 
 fn kube_apiserver() -> PathBuf {
     let cache =
-        std::env::var("MOUNT_HINTS_KUBE_CACHE").unwrap_or_else(|_| "/var/cache/mount-hints/kube-apiserver".into());
+        std::env::var("MOUNT_HINTS_KUBE_CACHE").unwrap_or_else(|_| "/var/cache/mount-hints/kubernetes".into());
     let path = Path::new(&cache).join("kube-apiserver");
-    assert!(path.exists(), "{} not found: run tests/build-kube-apiserver (as root)", path.display());
+    assert!(path.exists(), "{} not found: run tests/build-kube (as root)", path.display());
     path
 }
 
