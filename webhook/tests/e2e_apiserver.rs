@@ -25,8 +25,7 @@ fn manifests() -> PathBuf {
 }
 
 fn kube_apiserver() -> PathBuf {
-    let cache =
-        std::env::var("MOUNT_HINTS_KUBE_CACHE").unwrap_or_else(|_| "/var/cache/mount-hints/kubernetes".into());
+    let cache = std::env::var("MOUNT_HINTS_KUBE_CACHE").unwrap_or_else(|_| "/var/cache/mount-hints/kubernetes".into());
     let path = Path::new(&cache).join("kube-apiserver");
     assert!(path.exists(), "{} not found: run tests/build-kube (as root)", path.display());
     path
