@@ -10,14 +10,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use mount_hints::{parse_hint_key, HintField, RunscRelease, DEV_SHM_HINT_NAME, GVISOR_PREFIX};
-use mount_hints_hook::{complete, NodeView, PodUid, VolumeDir};
+use mount_hints::{parse_hint_key, EmptyDirMedium, HintField, RunscRelease, DEV_SHM_HINT_NAME, GVISOR_PREFIX};
+use mount_hints_hook::{complete, EmptyDirState, NodeView, PodUid, VolumeDir};
 use serde_json::Value;
 
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
 
 /// A node whose kubelet tree is decided by the volume name, so one input reaches every branch: `cm-*` is a
-/// ConfigMap, `gone-*` has no directory, `dup-*` has two, `eio-*` cannot be listed; anything else is an emptyDir.
+/// ConfigMap, `gone-*` has no directory, `dup-*` has two, `eio-*` cannot be listed; anything else is an emptyDir,
+/// a Memory one (a tmpfs on its directory) when named `mem-*`, else on disk.
 struct FakeNode {
     root: PathBuf,
     aliases: Vec<PathBuf>,
@@ -56,8 +57,10 @@ impl NodeView for FakeNode {
         })
     }
 
-    fn is_empty_for_tmpfs(&self, _dir: &Path) -> io::Result<bool> {
-        Ok(!self.dirs_hold_files)
+    fn inspect_empty_dir(&self, dir: &Path) -> io::Result<EmptyDirState> {
+        let memory = dir.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b"mem-"));
+        let medium = if memory { EmptyDirMedium::Memory } else { EmptyDirMedium::Disk };
+        Ok(EmptyDirState { medium, empty: !self.dirs_hold_files })
     }
 
     fn runsc_release(&self) -> Option<RunscRelease> {

@@ -16,11 +16,23 @@ pub fn is_filestore_entry(name: &str, is_regular_file: bool) -> bool {
     is_regular_file && name.starts_with(FILESTORE_PREFIX)
 }
 
+/// How kubelet backs an emptyDir, as the node shows it: a tmpfs mounted on the volume directory for
+/// `medium: Memory`, a plain directory on the kubelet's filesystem otherwise. It is read on the node, never from
+/// a hint's `type`: gVisor's shim completes hints before runsc (and this hook, when it is the shim's
+/// `binary_name`) and rewrites a disk emptyDir's `bind` to a disk-backed `tmpfs`, so a `tmpfs` hint no longer
+/// means Memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyDirMedium {
+    Memory,
+    Disk,
+}
+
 /// What the node knows about the volume behind a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeOnNode {
     /// A `kubernetes.io~empty-dir` directory.
     EmptyDir {
+        medium: EmptyDirMedium,
         /// It holds nothing but (at most) runsc's filestore file.
         empty: bool,
         /// The author set `dev.gvisor.empty-dir.<NAME>.force-shared` to a true value.
@@ -39,7 +51,7 @@ pub struct Backing {
     /// The type of the container mounts of the volume: `tmpfs` only for a memory-backed sandbox tmpfs; a
     /// disk-backed one keeps its `bind` mount (runsc then backs the tmpfs with the filestore file).
     pub mount_type: HintType,
-    /// Why the webhook's choice was changed, if it was.
+    /// Why an emptyDir is served as a shared bind rather than a sandbox tmpfs, if it is.
     pub changed: Option<BackingChange>,
 }
 
@@ -69,10 +81,13 @@ impl fmt::Display for BackingChange {
 #[error("type tmpfs on a volume that is not an emptyDir would hide its content and updates")]
 pub struct TmpfsOverNonEmptyDir;
 
-/// Decides the backing of a hinted volume from the webhook's `type`/`share` (the medium: `tmpfs` for
-/// `Memory`, `bind` for disk), what the node sees and the runsc release in use (`None`: unknown, so the
-/// oldest supported). `release` is asked only when the answer depends on it (finding it may run
+/// Decides the backing of a hinted volume from what the node sees and the runsc release in use (`None`:
+/// unknown, so the oldest supported). `release` is asked only when the answer depends on it (finding it may run
 /// `runsc --version`); the mount type never does.
+///
+/// An emptyDir's backing follows its medium on the node, whatever the hint's `type` says (the webhook's
+/// `tmpfs`/`bind`, or a shim's rewrite of it); the hint's `share` is kept. For any other volume the hint's
+/// `type` is the author's choice, and only `bind` is allowed.
 pub fn decide_backing(
     hint_type: HintType,
     share: Share,
@@ -85,26 +100,31 @@ pub fn decide_backing(
         mount_type: HintType::Bind,
         changed: Some(why),
     };
-    let (empty, force_shared) = match volume {
+    let (medium, empty, force_shared) = match volume {
         VolumeOnNode::Other if hint_type == HintType::Tmpfs => return Err(TmpfsOverNonEmptyDir),
         // The author's documented escape hatch: a bind hint on another volume is passed on as written.
         VolumeOnNode::Other => return Ok(Backing { hint_type, share, mount_type: HintType::Bind, changed: None }),
-        VolumeOnNode::EmptyDir { empty, force_shared } => (empty, force_shared),
+        VolumeOnNode::EmptyDir { medium, empty, force_shared } => (medium, empty, force_shared),
     };
     Ok(if force_shared {
         shared_bind(BackingChange::ForceShared)
     } else if !empty {
         shared_bind(BackingChange::NotEmpty)
     } else {
-        match hint_type {
-            // Memory medium: a memory-backed sandbox tmpfs works on every runsc.
-            HintType::Tmpfs => Backing { hint_type, share, mount_type: HintType::Tmpfs, changed: None },
-            // Disk medium: a tmpfs hint over the bind mount is disk-backed through the filestore file, which
-            // only newer runsc can do; older ones fail the container, so they keep the gofer.
-            HintType::Bind if release().unwrap_or(RunscRelease::OLDEST_SUPPORTED).supports_disk_backed_tmpfs() => {
+        match medium {
+            // A memory-backed sandbox tmpfs works on every runsc.
+            EmptyDirMedium::Memory => {
+                Backing { hint_type: HintType::Tmpfs, share, mount_type: HintType::Tmpfs, changed: None }
+            }
+            // A tmpfs hint over the bind mount is disk-backed through the filestore file, which only newer runsc
+            // can do; older ones fail the container ("gofer mount requires a connection FD"), so they keep the
+            // gofer.
+            EmptyDirMedium::Disk
+                if release().unwrap_or(RunscRelease::OLDEST_SUPPORTED).supports_disk_backed_tmpfs() =>
+            {
                 Backing { hint_type: HintType::Tmpfs, share, mount_type: HintType::Bind, changed: None }
             }
-            HintType::Bind => shared_bind(BackingChange::NoDiskBackedTmpfs),
+            EmptyDirMedium::Disk => shared_bind(BackingChange::NoDiskBackedTmpfs),
         }
     })
 }
@@ -112,29 +132,40 @@ pub fn decide_backing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use EmptyDirMedium::{Disk, Memory};
     use HintType::{Bind, Tmpfs};
     use Share::{Container, Pod, Shared};
 
     const OLD: Option<RunscRelease> = Some(RunscRelease::DEBIAN_BOOKWORM);
     const NEW: Option<RunscRelease> = Some(RunscRelease::VALUED_OPTIONS);
 
-    fn empty_dir(empty: bool, force_shared: bool) -> VolumeOnNode {
-        VolumeOnNode::EmptyDir { empty, force_shared }
+    fn empty_dir(medium: EmptyDirMedium, empty: bool, force_shared: bool) -> VolumeOnNode {
+        VolumeOnNode::EmptyDir { medium, empty, force_shared }
     }
 
     #[test]
     fn decision_table() {
-        // (webhook type, share, volume, release) -> (hint type, share, mount type)
+        // (hint type and share as the node finds them, volume, release) -> (hint type, share, mount type)
         let rows = [
-            (Tmpfs, Pod, empty_dir(true, false), OLD, (Tmpfs, Pod, Tmpfs)),
-            (Tmpfs, Container, empty_dir(true, false), None, (Tmpfs, Container, Tmpfs)),
-            (Bind, Pod, empty_dir(true, false), NEW, (Tmpfs, Pod, Bind)),
-            (Bind, Pod, empty_dir(true, false), OLD, (Bind, Shared, Bind)),
-            (Bind, Pod, empty_dir(true, false), None, (Bind, Shared, Bind)),
-            (Tmpfs, Pod, empty_dir(false, false), NEW, (Bind, Shared, Bind)),
-            (Bind, Container, empty_dir(false, false), NEW, (Bind, Shared, Bind)),
-            (Tmpfs, Pod, empty_dir(true, true), NEW, (Bind, Shared, Bind)),
-            (Bind, Pod, empty_dir(true, true), OLD, (Bind, Shared, Bind)),
+            // The webhook's hints: `tmpfs` for Memory, `bind` for disk.
+            (Tmpfs, Pod, empty_dir(Memory, true, false), OLD, (Tmpfs, Pod, Tmpfs)),
+            (Tmpfs, Container, empty_dir(Memory, true, false), None, (Tmpfs, Container, Tmpfs)),
+            (Bind, Pod, empty_dir(Disk, true, false), NEW, (Tmpfs, Pod, Bind)),
+            (Bind, Pod, empty_dir(Disk, true, false), OLD, (Bind, Shared, Bind)),
+            (Bind, Pod, empty_dir(Disk, true, false), None, (Bind, Shared, Bind)),
+            // A disk emptyDir whose hint gVisor's shim already rewrote to a disk-backed `tmpfs`: the medium on
+            // the node decides, so the 2022 runsc keeps the gofer.
+            (Tmpfs, Pod, empty_dir(Disk, true, false), OLD, (Bind, Shared, Bind)),
+            (Tmpfs, Pod, empty_dir(Disk, true, false), None, (Bind, Shared, Bind)),
+            (Tmpfs, Pod, empty_dir(Disk, true, false), NEW, (Tmpfs, Pod, Bind)),
+            // A Memory emptyDir whose hint says `bind` is still memory-backed.
+            (Bind, Pod, empty_dir(Memory, true, false), OLD, (Tmpfs, Pod, Tmpfs)),
+            (Bind, Container, empty_dir(Memory, true, false), NEW, (Tmpfs, Container, Tmpfs)),
+            // Files on the host or the author's force-shared: a shared bind, whatever the medium.
+            (Tmpfs, Pod, empty_dir(Memory, false, false), NEW, (Bind, Shared, Bind)),
+            (Bind, Container, empty_dir(Disk, false, false), NEW, (Bind, Shared, Bind)),
+            (Tmpfs, Pod, empty_dir(Memory, true, true), NEW, (Bind, Shared, Bind)),
+            (Bind, Pod, empty_dir(Disk, true, true), OLD, (Bind, Shared, Bind)),
             (Bind, Container, VolumeOnNode::Other, NEW, (Bind, Container, Bind)),
             (Bind, Pod, VolumeOnNode::Other, OLD, (Bind, Pod, Bind)),
         ];
@@ -148,10 +179,29 @@ mod tests {
                 "{hint_type:?} {share:?} {volume:?} {release:?}"
             );
         }
-        assert_eq!(
-            decide_backing(Tmpfs, Pod, empty_dir(true, true), || NEW).unwrap().changed,
-            Some(BackingChange::ForceShared)
-        );
+        let changed = |hint_type, volume, release| decide_backing(hint_type, Pod, volume, || release).unwrap().changed;
+        assert_eq!(changed(Tmpfs, empty_dir(Memory, true, true), NEW), Some(BackingChange::ForceShared));
+        assert_eq!(changed(Tmpfs, empty_dir(Memory, false, false), NEW), Some(BackingChange::NotEmpty));
+        assert_eq!(changed(Tmpfs, empty_dir(Disk, true, false), OLD), Some(BackingChange::NoDiskBackedTmpfs));
+        assert_eq!(changed(Bind, empty_dir(Memory, true, false), OLD), None);
+    }
+
+    /// What a node completed (this hook, or a shim before it) decides the same again: completing twice changes
+    /// nothing.
+    #[test]
+    fn a_decided_hint_decides_the_same_again() {
+        for medium in [Memory, Disk] {
+            for (empty, force_shared) in [(true, false), (false, false), (true, true)] {
+                for release in [OLD, NEW, None] {
+                    for (hint_type, share) in [(Tmpfs, Pod), (Bind, Container), (Bind, Shared)] {
+                        let volume = empty_dir(medium, empty, force_shared);
+                        let first = decide_backing(hint_type, share, volume, || release).unwrap();
+                        let again = decide_backing(first.hint_type, first.share, volume, || release).unwrap();
+                        assert_eq!(again, first, "{hint_type:?} {share:?} {volume:?} {release:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -161,12 +211,14 @@ mod tests {
             asked.set(asked.get() + 1);
             NEW
         };
-        decide_backing(Tmpfs, Pod, empty_dir(true, false), release).unwrap();
-        decide_backing(Bind, Pod, empty_dir(false, false), release).unwrap();
+        decide_backing(Tmpfs, Pod, empty_dir(Memory, true, false), release).unwrap();
+        decide_backing(Bind, Pod, empty_dir(Memory, true, false), release).unwrap();
+        decide_backing(Bind, Pod, empty_dir(Disk, false, false), release).unwrap();
         decide_backing(Bind, Pod, VolumeOnNode::Other, release).unwrap();
         assert_eq!(asked.get(), 0);
-        decide_backing(Bind, Pod, empty_dir(true, false), release).unwrap();
-        assert_eq!(asked.get(), 1);
+        decide_backing(Bind, Pod, empty_dir(Disk, true, false), release).unwrap();
+        decide_backing(Tmpfs, Pod, empty_dir(Disk, true, false), release).unwrap();
+        assert_eq!(asked.get(), 2);
     }
 
     #[test]

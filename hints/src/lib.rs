@@ -18,7 +18,8 @@ mod release;
 mod values;
 
 pub use backing::{
-    decide_backing, is_filestore_entry, Backing, BackingChange, TmpfsOverNonEmptyDir, VolumeOnNode, FILESTORE_PREFIX,
+    decide_backing, is_filestore_entry, Backing, BackingChange, EmptyDirMedium, TmpfsOverNonEmptyDir, VolumeOnNode,
+    FILESTORE_PREFIX,
 };
 pub use force_shared::{force_shared, parse_go_bool, ForceSharedError};
 pub use hint::{check_field, group_hints, FieldError, HintGroups, Incomplete, RawHint, REQUIRED_FIELDS};

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fixtures::{cri_annotations, shm_source, Runtime, SANDBOX_ID, UID};
+use fixtures::{cri_annotations, shm_source, Runtime, TmpfsMount, SANDBOX_ID, UID};
 use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts};
 use serde_json::{json, Value};
 
@@ -218,6 +218,8 @@ struct Pod<'a> {
     setup: &'a Setup,
     image: &'a Image,
     volume: PathBuf,
+    /// The host tmpfs on `volume`; `None` once unmounted.
+    memory: Option<TmpfsMount>,
     containers: Vec<String>,
 }
 
@@ -225,10 +227,8 @@ impl<'a> Pod<'a> {
     fn start(setup: &'a Setup, image: &'a Image) -> Pod<'a> {
         let dir = tempfile::Builder::new().prefix("mount-hints-workload.").tempdir().unwrap();
         let volume = dir.path().join("var/lib/kubelet/pods").join(UID).join("volumes/kubernetes.io~empty-dir/shared");
-        std::fs::create_dir_all(&volume).unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&volume).status().unwrap();
-        assert!(status.success(), "mount a tmpfs on {}", volume.display());
-        let mut pod = Pod { dir, setup, image, volume, containers: Vec::new() };
+        let memory = Some(TmpfsMount::new(&volume));
+        let mut pod = Pod { dir, setup, image, volume, memory, containers: Vec::new() };
         std::fs::create_dir_all(pod.path(shm_source(Runtime::Containerd).trim_start_matches('/'))).unwrap();
         std::fs::create_dir_all(pod.path("state")).unwrap();
         if let Setup::Runsc { hinted, .. } = setup {
@@ -348,7 +348,8 @@ impl Drop for Pod<'_> {
             let _ = Command::new(&runtime).args(&global).args(["kill", id, "KILL"]).output();
             let _ = Command::new(&runtime).args(&global).args(["delete", "--force", id]).output();
         }
-        let _ = Command::new("umount").arg("-l").arg(&self.volume).status();
+        // Before the temporary directory is removed.
+        self.memory.take();
     }
 }
 

@@ -21,4 +21,4 @@ pub mod runtime;
 pub use completion::{complete, Change, Completion};
 pub use error::Error;
 pub use identity::{ContainerKind, PodUid};
-pub use node::{HostNode, NodeView, RuntimeRelease, VolumeDir};
+pub use node::{EmptyDirState, HostNode, NodeView, RuntimeRelease, VolumeDir};

@@ -7,10 +7,15 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mount_hints::{is_filestore_entry, RunscRelease};
-use rustix::fs::{openat, statat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
+use mount_hints::{is_filestore_entry, EmptyDirMedium, RunscRelease};
+use rustix::fs::{
+    fstat, fstatfs, openat, statat, statx, AtFlags, Dir, FileType, Mode, OFlags, StatxAttributes, StatxFlags, CWD,
+};
 
 use crate::identity::PodUid;
+
+/// How a volume directory is opened: a directory, never through a symlink planted in its place.
+const VOLUME_DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// The emptyDir plugin directory under `pods/<uid>/volumes/`.
 pub const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
@@ -28,6 +33,14 @@ impl VolumeDir {
     }
 }
 
+/// An emptyDir's directory as the node shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmptyDirState {
+    pub medium: EmptyDirMedium,
+    /// Empty, or holding only runsc's filestore file: safe to back with a sandbox tmpfs.
+    pub empty: bool,
+}
+
 pub trait NodeView {
     /// The kubelet root with symlinks resolved: the prefix kubelet uses in container mount sources.
     fn kubelet_root(&self) -> &Path;
@@ -35,8 +48,8 @@ pub trait NodeView {
     fn kubelet_root_aliases(&self) -> &[PathBuf];
     /// Every `pods/<uid>/volumes/*/<name>` directory. `name` is a validated DNS-1123 label.
     fn volume_dirs(&self, uid: &PodUid, name: &str) -> io::Result<Vec<VolumeDir>>;
-    /// Empty, or holding only runsc's filestore file: safe to back with a sandbox tmpfs.
-    fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool>;
+    /// What an emptyDir's directory shows: its medium and whether a sandbox tmpfs may hide it.
+    fn inspect_empty_dir(&self, dir: &Path) -> io::Result<EmptyDirState>;
     /// The runsc release in use; `None` when unknown (then the strictest rules apply).
     fn runsc_release(&self) -> Option<RunscRelease>;
 }
@@ -117,8 +130,7 @@ impl HostNode {
         let (_, plugins) = cache.as_ref()?;
         let (parent, name) = (dir.parent()?, dir.file_name()?);
         let fd = plugins.iter().find(|p| p.path == parent)?.fd.as_ref()?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        Some(openat(fd, name, flags, Mode::empty()).map_err(io::Error::from))
+        Some(openat(fd, name, VOLUME_DIR_FLAGS, Mode::empty()).map_err(io::Error::from))
     }
 }
 
@@ -144,39 +156,14 @@ impl NodeView for HostNode {
             .collect())
     }
 
-    fn is_empty_for_tmpfs(&self, dir: &Path) -> io::Result<bool> {
-        // A volume directory listed by `volume_dirs` is opened from its plugin directory, by name.
-        if let Some(opened) = self.open_listed_volume(dir) {
-            let opened = opened?;
-            for entry in Dir::read_from(&opened)? {
-                let entry = entry?;
-                let name = entry.file_name().to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
-                // The entry's type never follows a symlink: a symlink named like a filestore is data. Some
-                // filesystems leave the type unknown in the listing; then ask, still without following.
-                let kind = match entry.file_type() {
-                    FileType::Unknown => {
-                        FileType::from_raw_mode(statat(&opened, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
-                    }
-                    kind => kind,
-                };
-                if !is_filestore_entry(&String::from_utf8_lossy(name), kind == FileType::RegularFile) {
-                    return Ok(false);
-                }
-            }
-            return Ok(true);
-        }
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            // DirEntry::file_type does not follow symlinks: a symlink named like a filestore is data.
-            let is_regular_file = entry.file_type()?.is_file();
-            if !is_filestore_entry(&entry.file_name().to_string_lossy(), is_regular_file) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+    fn inspect_empty_dir(&self, dir: &Path) -> io::Result<EmptyDirState> {
+        // A volume directory listed by `volume_dirs` is opened from its plugin directory, by name; any other by
+        // its path. Neither follows a symlink in its place.
+        let opened = match self.open_listed_volume(dir) {
+            Some(opened) => opened?,
+            None => openat(CWD, dir, VOLUME_DIR_FLAGS, Mode::empty())?,
+        };
+        Ok(EmptyDirState { medium: medium_of(&opened)?, empty: is_empty_for_tmpfs(&opened)? })
     }
 
     fn runsc_release(&self) -> Option<RunscRelease> {
@@ -185,6 +172,59 @@ impl NodeView for HostNode {
             RuntimeRelease::Detect { runtime, cached } => *cached.get_or_init(|| detect_release(runtime)),
         }
     }
+}
+
+/// kubelet mounts a tmpfs on the volume directory of a Memory emptyDir; a disk emptyDir is a plain directory.
+/// Both must hold: on a node whose kubelet root is itself on a tmpfs, every disk emptyDir is on a tmpfs too.
+fn medium_of(dir: &OwnedFd) -> io::Result<EmptyDirMedium> {
+    // `f_type`'s integer type differs between architectures and C libraries; the magic number fits them all.
+    #[allow(clippy::unnecessary_cast)]
+    let on_tmpfs = fstatfs(dir)?.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    Ok(if on_tmpfs && is_mount_root(dir)? { EmptyDirMedium::Memory } else { EmptyDirMedium::Disk })
+}
+
+/// Whether `dir` is the root of a mount: as the kernel says (Linux 5.8+), or else by its device.
+fn is_mount_root(dir: &OwnedFd) -> io::Result<bool> {
+    match mount_root_attribute(dir) {
+        Some(known) => Ok(known),
+        None => on_another_device_than_its_parent(dir),
+    }
+}
+
+/// statx's `STATX_ATTR_MOUNT_ROOT`; `None` where the kernel does not report it.
+fn mount_root_attribute(dir: &OwnedFd) -> Option<bool> {
+    let st = statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS).ok()?;
+    let known = st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT);
+    known.then(|| st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+}
+
+/// A mount of a fresh filesystem is another device than the directory it is mounted in (`..` from the root of a
+/// mount is the mount point's parent).
+fn on_another_device_than_its_parent(dir: &OwnedFd) -> io::Result<bool> {
+    Ok(fstat(dir)?.st_dev != statat(dir, "..", AtFlags::SYMLINK_NOFOLLOW)?.st_dev)
+}
+
+/// Empty, or holding only runsc's filestore file.
+fn is_empty_for_tmpfs(dir: &OwnedFd) -> io::Result<bool> {
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // The entry's type never follows a symlink: a symlink named like a filestore is data. Some filesystems
+        // leave the type unknown in the listing; then ask, still without following.
+        let kind = match entry.file_type() {
+            FileType::Unknown => {
+                FileType::from_raw_mode(statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
+            }
+            kind => kind,
+        };
+        if !is_filestore_entry(&String::from_utf8_lossy(name), kind == FileType::RegularFile) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `runsc --version`, read once per process and only when a decision depends on it.
@@ -247,12 +287,28 @@ mod tests {
         for (name, empty) in [("empty", true), ("filestore", true), ("used", false)] {
             // Before listing: looked up by path; after: opened from the plugin directory.
             let path = dir.path().join("pods").join(UID).join("volumes").join(EMPTY_DIR_PLUGIN).join(name);
-            assert_eq!(node.is_empty_for_tmpfs(&path).unwrap(), empty, "{name}, by path");
+            assert_eq!(node.inspect_empty_dir(&path).unwrap().empty, empty, "{name}, by path");
             let listed = node.volume_dirs(&uid, name).unwrap();
             assert_eq!(listed[0].path, path);
-            assert_eq!(node.is_empty_for_tmpfs(&listed[0].path).unwrap(), empty, "{name}, listed");
+            assert_eq!(node.inspect_empty_dir(&listed[0].path).unwrap().empty, empty, "{name}, listed");
         }
         let planted = dir.path().join("pods").join(UID).join("volumes").join(EMPTY_DIR_PLUGIN).join("planted");
-        assert!(node.is_empty_for_tmpfs(&planted).is_err(), "a symlink in a plugin directory is not followed");
+        assert!(node.inspect_empty_dir(&planted).is_err(), "a symlink in a plugin directory is not followed");
+        let unlisted = HostNode::new(dir.path(), RuntimeRelease::Known(None));
+        assert!(unlisted.inspect_empty_dir(&planted).is_err(), "nor one looked up by path");
+    }
+
+    /// Both ways of telling a mount root agree (the device comparison is what kernels before 5.8 get), on a
+    /// mount root this machine always has and on a plain directory. Real tmpfs mounts are in tests/completion.rs.
+    #[test]
+    fn the_two_mount_root_checks_agree() {
+        let plain = tempfile::tempdir().unwrap();
+        let open = |path: &Path| openat(CWD, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty());
+        for (path, want) in [(Path::new("/proc"), true), (plain.path(), false)] {
+            let fd = open(path).unwrap();
+            assert_eq!(on_another_device_than_its_parent(&fd).unwrap(), want, "{}", path.display());
+            assert_eq!(mount_root_attribute(&fd).unwrap_or(want), want, "{}", path.display());
+            assert_eq!(is_mount_root(&fd).unwrap(), want, "{}", path.display());
+        }
     }
 }

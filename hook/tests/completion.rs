@@ -4,8 +4,10 @@
 mod fixtures;
 
 use fixtures::*;
-use mount_hints::RunscRelease;
-use mount_hints_hook::{complete, Completion, ContainerKind, HostNode, RuntimeRelease};
+use mount_hints::{EmptyDirMedium, RunscRelease};
+use mount_hints_hook::{
+    complete, Completion, ContainerKind, EmptyDirState, HostNode, NodeView, PodUid, RuntimeRelease,
+};
 use serde_json::Value;
 
 const OLD: &str = "0.0~20221219.0";
@@ -38,7 +40,7 @@ fn memory_empty_dir_gets_its_source_and_stays_tmpfs_on_every_runsc() {
     for runtime in [Runtime::Containerd, Runtime::CriO] {
         for release in [Some(OLD), Some(NEW), None] {
             let tree = KubeletTree::new();
-            let dir = tree.empty_dir("cache");
+            let dir = tree.memory_empty_dir("cache");
             let sandbox = spec(runtime, true, hint("cache", "tmpfs", "pod"), vec![]);
             let done = run(&sandbox, &node(&tree, release));
             assert_eq!(done.kind, ContainerKind::Sandbox);
@@ -64,11 +66,11 @@ fn disk_empty_dir_is_disk_backed_tmpfs_only_where_runsc_can() {
 #[test]
 fn files_on_the_host_or_force_shared_keep_a_shared_bind() {
     let tree = KubeletTree::new();
-    let full = tree.empty_dir("full");
+    let full = tree.memory_empty_dir("full");
     std::fs::write(full.join("data"), b"x").unwrap();
     let filestore = tree.empty_dir("filestore");
     std::fs::write(filestore.join(".gvisor.filestore.1234"), b"").unwrap();
-    tree.empty_dir("forced");
+    tree.memory_empty_dir("forced");
     let mut hints = hint("full", "tmpfs", "pod");
     hints.extend(hint("filestore", "bind", "pod"));
     hints.extend(hint("forced", "tmpfs", "pod"));
@@ -83,7 +85,7 @@ fn files_on_the_host_or_force_shared_keep_a_shared_bind() {
 #[test]
 fn hostile_annotations_never_reach_a_path_and_never_survive() {
     let tree = KubeletTree::new();
-    let data = tree.empty_dir("data");
+    let data = tree.memory_empty_dir("data");
     tree.empty_dir("twice");
     tree.volume(UID, "kubernetes.io~configmap", "twice");
     let mut hints = hint("data", "tmpfs", "pod");
@@ -142,7 +144,7 @@ fn without_a_pod_uid_hints_are_dropped_or_strict_fails() {
 fn application_mounts_follow_the_hints_matched_by_pod_uid() {
     for runtime in [Runtime::Containerd, Runtime::CriO] {
         let tree = KubeletTree::new();
-        let cache = tree.empty_dir("cache");
+        let cache = tree.memory_empty_dir("cache");
         let scratch = tree.empty_dir("scratch");
         let sub = tree.sub_path("scratch", "app");
         let other_pod = tree.volume(OTHER_UID, "kubernetes.io~empty-dir", "cache");
@@ -177,7 +179,7 @@ fn application_mounts_follow_the_hints_matched_by_pod_uid() {
 #[test]
 fn symlinked_kubelet_root_resolves_to_the_path_kubelet_mounts() {
     let (tree, link) = KubeletTree::symlinked();
-    let real = tree.empty_dir("cache");
+    let real = tree.memory_empty_dir("cache");
     let via_link = link.join("pods").join(UID).join("volumes/kubernetes.io~empty-dir/cache");
     let node = HostNode::new(&link, RuntimeRelease::Known(Some(NEW.parse().unwrap())));
     let sandbox = run(&spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]), &node);
@@ -228,7 +230,7 @@ fn dev_shm_becomes_one_pod_tmpfs_and_host_ipc_is_left_alone() {
 #[test]
 fn fields_the_code_does_not_model_survive() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     let sandbox = spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]);
     let done = run(&sandbox, &node(&tree, Some(NEW)));
     for pointer in ["/x-vendor-extension", "/linux/futureField", "/process/x-runtime-private", "/hostname", "/root"] {
@@ -243,7 +245,7 @@ fn fields_the_code_does_not_model_survive() {
 #[test]
 fn a_lone_container_is_completed_as_root_and_application() {
     let tree = KubeletTree::new();
-    let cache = tree.empty_dir("cache");
+    let cache = tree.memory_empty_dir("cache");
     let mut lone =
         spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![bind("/cache", &path_str(&cache))]);
     let annotations = lone["annotations"].as_object_mut().unwrap();
@@ -252,6 +254,66 @@ fn a_lone_container_is_completed_as_root_and_application() {
     assert_eq!(done.kind, ContainerKind::Root);
     assert_eq!(source_of(&done.spec, "cache"), Some(path_str(&cache)));
     assert_eq!(mount_at(&done.spec, "/cache")[0]["type"], "tmpfs");
+}
+
+/// Seen on a cluster: gVisor's shim runs before the hook (the hook is its `binary_name`) and completes a disk
+/// emptyDir's hint to a disk-backed `type: tmpfs` with its source, leaving the container mount a bind. The 2022
+/// runsc cannot back a tmpfs with disk and failed the container; the medium read on the node keeps it a shared
+/// bind there. A Memory emptyDir whose hint says `bind` is memory-backed all the same.
+#[test]
+fn an_empty_dir_follows_its_medium_on_the_node_not_a_rewritten_hint_type() {
+    let tree = KubeletTree::new();
+    let scratch = tree.empty_dir("scratch");
+    let cache = tree.memory_empty_dir("cache");
+    let mut hints = hint("scratch", "tmpfs", "pod");
+    hints.push(("dev.gvisor.spec.mount.scratch.source".into(), path_str(&scratch)));
+    hints.extend(hint("cache", "bind", "pod"));
+    let sandbox = spec(Runtime::Containerd, true, hints.clone(), vec![]);
+    let app = spec(
+        Runtime::Containerd,
+        false,
+        hints,
+        vec![bind("/scratch", &path_str(&scratch)), bind("/cache", &path_str(&cache))],
+    );
+    for (release, scratch_hint) in
+        [(Some(OLD), ("bind", "shared")), (None, ("bind", "shared")), (Some(NEW), ("tmpfs", "pod"))]
+    {
+        let node = node(&tree, release);
+        let done = run(&sandbox, &node);
+        assert_eq!(type_share(&done.spec, "scratch"), (Some(scratch_hint.0), Some(scratch_hint.1)), "{release:?}");
+        assert_eq!(source_of(&done.spec, "scratch"), Some(path_str(&scratch)));
+        assert_eq!(type_share(&done.spec, "cache"), (Some("tmpfs"), Some("pod")), "{release:?}");
+        let done = run(&app, &node);
+        assert_eq!(mount_at(&done.spec, "/scratch")[0]["type"], "bind", "disk: a bind, under either hint type");
+        assert_eq!(mount_at(&done.spec, "/cache")[0]["type"], "tmpfs", "memory: a tmpfs, as the hint now says");
+    }
+}
+
+/// The node tells the medium: a tmpfs mounted on the volume directory (what kubelet does for `medium: Memory`)
+/// is Memory; a plain directory is on disk, also when the kubelet root itself is on a tmpfs.
+#[test]
+fn the_medium_is_a_tmpfs_mounted_on_the_volume_directory() {
+    let disk_root = KubeletTree::new();
+    let tmpfs_root = KubeletTree::new();
+    tmpfs_root.mount_tmpfs(&tmpfs_root.root);
+    let cases = [
+        (&disk_root, disk_root.memory_empty_dir("memory"), EmptyDirMedium::Memory),
+        (&disk_root, disk_root.empty_dir("disk"), EmptyDirMedium::Disk),
+        (&tmpfs_root, tmpfs_root.empty_dir("disk"), EmptyDirMedium::Disk),
+        (&tmpfs_root, tmpfs_root.memory_empty_dir("memory"), EmptyDirMedium::Memory),
+    ];
+    let uid = PodUid::parse(UID).unwrap();
+    for (tree, dir, medium) in cases {
+        let node = node(tree, Some(NEW));
+        let want = EmptyDirState { medium, empty: true };
+        // Looked up by path, then opened from the plugin directory it was listed in.
+        assert_eq!(node.inspect_empty_dir(&dir).unwrap(), want, "{}, by path", dir.display());
+        let listed = node.volume_dirs(&uid, dir.file_name().unwrap().to_str().unwrap()).unwrap();
+        assert_eq!(listed[0].path, dir);
+        assert_eq!(node.inspect_empty_dir(&listed[0].path).unwrap(), want, "{}, listed", dir.display());
+        std::fs::write(dir.join("data"), b"x").unwrap();
+        assert_eq!(node.inspect_empty_dir(&dir).unwrap(), EmptyDirState { medium, empty: false });
+    }
 }
 
 /// Found by the `completion` fuzz target: on a second run (`runsc restore`, or the hook both in front of runsc
@@ -289,7 +351,7 @@ fn a_dev_shm_bind_without_a_source_gets_no_hint() {
 #[test]
 fn only_the_hinted_directory_follows_the_hint() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     let elsewhere = tree.root.join("pods").join(UID).join("volumes/kubernetes.io~csi/cache");
     let container =
         spec(Runtime::CriO, false, hint("cache", "tmpfs", "pod"), vec![bind("/cache", &path_str(&elsewhere))]);
@@ -329,7 +391,7 @@ const DIRECTFS_RELEASE: &str = "release-20260520.0";
 #[test]
 fn directfs_is_kept_only_where_the_detected_runsc_knows_it() {
     let tree = KubeletTree::new();
-    tree.empty_dir("data");
+    tree.memory_empty_dir("data");
     let mut hints = hint("data", "tmpfs", "pod");
     hints.push(("dev.gvisor.spec.mount.data.directfs".into(), "off".into()));
     let sandbox = spec(Runtime::Containerd, true, hints, vec![]);
@@ -352,7 +414,7 @@ fn directfs_is_kept_only_where_the_detected_runsc_knows_it() {
 fn force_shared_is_read_like_go_parse_bool() {
     let tree = KubeletTree::new();
     for name in ["one", "upper", "yes", "zero"] {
-        tree.empty_dir(name);
+        tree.memory_empty_dir(name);
     }
     let mut hints = Vec::new();
     for (name, value) in [("one", "1"), ("upper", "TRUE"), ("yes", "yes"), ("zero", "0")] {
@@ -396,11 +458,11 @@ fn a_volume_that_is_not_an_empty_dir_never_becomes_tmpfs() {
 #[test]
 fn only_a_regular_file_counts_as_the_filestore() {
     let tree = KubeletTree::new();
-    let as_dir = tree.empty_dir("asdir");
+    let as_dir = tree.memory_empty_dir("asdir");
     std::fs::create_dir(as_dir.join(".gvisor.filestore.1")).unwrap();
-    let as_link = tree.empty_dir("aslink");
+    let as_link = tree.memory_empty_dir("aslink");
     std::os::unix::fs::symlink("/etc/passwd", as_link.join(".gvisor.filestore.2")).unwrap();
-    let real = tree.empty_dir("real");
+    let real = tree.memory_empty_dir("real");
     std::fs::write(real.join(".gvisor.filestore.3"), b"").unwrap();
     let mut hints = hint("asdir", "tmpfs", "pod");
     hints.extend(hint("aslink", "tmpfs", "pod"));

@@ -7,7 +7,7 @@ mod fixtures;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fixtures::UID;
+use fixtures::{TmpfsMount, UID};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_mount-hints-hook");
 
@@ -83,20 +83,22 @@ fn podman_precreate_hook_turns_the_hinted_volume_into_a_sandbox_tmpfs() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the podman suite needs root");
     let podman = Podman::new();
-    let volume = podman.kubelet_root().join("pods").join(UID).join("volumes/kubernetes.io~empty-dir/cache");
-    std::fs::create_dir_all(&volume).unwrap();
+    // A `medium: Memory` emptyDir: kubelet mounts a tmpfs on its directory (unmounted when the test ends).
+    let memory =
+        TmpfsMount::new(&podman.kubelet_root().join("pods").join(UID).join("volumes/kubernetes.io~empty-dir/cache"));
+    let volume = memory.path();
 
     let out =
-        podman.run("hooks", &volume, "echo inside > /cache/file && cat /cache/file && grep ' /cache ' /proc/mounts");
+        podman.run("hooks", volume, "echo inside > /cache/file && cat /cache/file && grep ' /cache ' /proc/mounts");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "podman run failed: {}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().find(|l| l.contains(" /cache ")).unwrap_or_default();
     eprintln!("podman + precreate hook, runsc 2022: {line}");
     assert!(stdout.starts_with("inside\n"), "{stdout}");
     assert_eq!(line.split(' ').nth(2), Some("tmpfs"), "{stdout}");
-    assert_eq!(std::fs::read_dir(&volume).unwrap().count(), 0, "the write stayed in the sandbox");
+    assert_eq!(std::fs::read_dir(volume).unwrap().count(), 0, "the write stayed in the sandbox");
 
     // Control: the same container without the hook is refused by the strict runsc (hint without a source).
-    let out = podman.run("no-hooks", &volume, "true");
+    let out = podman.run("no-hooks", volume, "true");
     assert!(!out.status.success(), "runsc 2022 accepted an incomplete hint");
 }

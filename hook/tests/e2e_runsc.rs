@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use fixtures::{cri_annotations, Runtime, SANDBOX_ID, UID};
+use fixtures::{cri_annotations, Runtime, TmpfsMount, SANDBOX_ID, UID};
 use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts};
 use serde_json::{json, Value};
 
@@ -59,20 +59,28 @@ fn webhook_annotations(manifest: &str) -> BTreeMap<String, String> {
     serde_json::from_value(pod["metadata"]["annotations"].clone()).unwrap_or_default()
 }
 
-/// One pod on one runsc: its node-side files, its runsc state, its containers. Dropping it removes them all,
-/// whatever an assertion did in between.
+/// One pod on one runsc: its node-side files, its runsc state, its containers, the tmpfs of its Memory
+/// emptyDirs. Dropping it removes them all, whatever an assertion did in between.
 struct Pod {
     dir: tempfile::TempDir,
     runsc: PathBuf,
     runtime: Runtime,
     annotations: BTreeMap<String, String>,
     containers: Vec<String>,
+    memory_volumes: Vec<TmpfsMount>,
 }
 
 impl Pod {
     fn new(runsc: &Runsc, runtime: Runtime, annotations: BTreeMap<String, String>) -> Pod {
         let dir = tempfile::Builder::new().prefix("mount-hints-e2e.").tempdir().unwrap();
-        let pod = Pod { dir, runsc: runsc.path.clone(), runtime, annotations, containers: Vec::new() };
+        let pod = Pod {
+            dir,
+            runsc: runsc.path.clone(),
+            runtime,
+            annotations,
+            containers: Vec::new(),
+            memory_volumes: Vec::new(),
+        };
         fixtures::busybox_rootfs(
             &pod.rootfs(),
             &["proc", "sys", "dev", "tmp", "shared", "scratch", "config", "logs", "data"],
@@ -107,6 +115,14 @@ impl Pod {
     fn volume(&self, plugin: &str, name: &str) -> PathBuf {
         let path = self.kubelet_root().join("pods").join(UID).join("volumes").join(plugin).join(name);
         std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// A `medium: Memory` emptyDir: kubelet mounts a tmpfs on its directory.
+    fn memory_volume(&mut self, name: &str) -> PathBuf {
+        let mount = TmpfsMount::new(&self.volume("kubernetes.io~empty-dir", name));
+        let path = mount.path().to_owned();
+        self.memory_volumes.push(mount);
         path
     }
 
@@ -209,6 +225,8 @@ impl Drop for Pod {
             let _ = self.runsc(&["kill", id, "KILL"]);
             let _ = self.runsc(&["delete", "--force", id]);
         }
+        // Before the temporary directory is removed.
+        self.memory_volumes.clear();
     }
 }
 
@@ -220,7 +238,7 @@ fn fstype(line: &str) -> &str {
 fn start_pod(runsc: &Runsc, runtime: Runtime) -> (Pod, BTreeMap<&'static str, PathBuf>) {
     let mut pod = Pod::new(runsc, runtime, webhook_annotations(POD));
     let mut host = BTreeMap::new();
-    host.insert("shared", pod.volume("kubernetes.io~empty-dir", "shared"));
+    host.insert("shared", pod.memory_volume("shared"));
     host.insert("scratch", pod.volume("kubernetes.io~empty-dir", "scratch"));
     host.insert("work", pod.volume("kubernetes.io~empty-dir", "work"));
     host.insert("config", pod.volume("kubernetes.io~configmap", "config"));
@@ -322,7 +340,7 @@ fn hostile_author_annotations_still_boot_under_the_strict_runsc_and_mount_no_hos
     std::fs::create_dir_all(&secret).unwrap();
     std::fs::write(secret.join("marker"), "host data").unwrap();
     pod.annotations.insert("dev.gvisor.spec.mount.data.source".into(), secret.to_string_lossy().into_owned());
-    let data = pod.volume("kubernetes.io~empty-dir", "data");
+    let data = pod.memory_volume("data");
     let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
     pod.run_container(SANDBOX_ID, &sandbox, false).expect("the strict runsc boots the hostile pod");
     let app = pod.bundle(
@@ -342,7 +360,7 @@ fn without_the_hook_the_strict_runsc_refuses_the_webhook_output() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runsc = runsc_versions().remove(0);
     let mut pod = Pod::new(&runsc, Runtime::Containerd, webhook_annotations(POD));
-    pod.volume("kubernetes.io~empty-dir", "shared");
+    pod.memory_volume("shared");
     pod.volume("kubernetes.io~empty-dir", "scratch");
     let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
     let error =
@@ -357,4 +375,95 @@ fn without_the_hook_the_strict_runsc_refuses_the_webhook_output() {
         "control case (no hook, runsc 2022): {}",
         error.lines().find(|l| l.contains("FATAL")).unwrap_or_default()
     );
+}
+
+/// The pod of `tests/e2e/pod.yaml` with the hints as gVisor's shim leaves them when it runs before the hook (the
+/// hook is the shim's `binary_name`): every hinted emptyDir has its `source`, and the disk emptyDir `scratch`
+/// has become a disk-backed `tmpfs` shared by the pod while its container mounts stay binds (the Memory
+/// emptyDir's mounts are tmpfs, as the shim makes them). Two containers mount both emptyDirs. Returns the pod,
+/// its volume directories and how starting its containers went.
+fn start_shim_completed_pod(runsc: &Runsc, direct: bool) -> (Pod, BTreeMap<&'static str, PathBuf>, Result<(), String>) {
+    let mut pod = Pod::new(runsc, Runtime::Containerd, webhook_annotations(POD));
+    let mut host = BTreeMap::new();
+    host.insert("shared", pod.memory_volume("shared"));
+    host.insert("scratch", pod.volume("kubernetes.io~empty-dir", "scratch"));
+    for (name, dir) in &host {
+        pod.annotations.insert(format!("dev.gvisor.spec.mount.{name}.source"), dir.to_string_lossy().into_owned());
+    }
+    pod.annotations.insert("dev.gvisor.spec.mount.scratch.type".into(), "tmpfs".into());
+    pod.annotations.insert("dev.gvisor.spec.mount.scratch.share".into(), "pod".into());
+    let bind = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]});
+    let memory =
+        json!({"destination": "/shared", "type": "tmpfs", "source": host["shared"], "options": ["rprivate", "rw"]});
+    let mounts = vec![memory, bind("/scratch", &host["scratch"])];
+    let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], vec![]);
+    let mut started = pod.run_container(SANDBOX_ID, &sandbox, direct);
+    for id in ["writer", "reader"] {
+        if started.is_ok() {
+            let bundle = pod.bundle(id, false, &["/bin/sleep", "3600"], mounts.clone());
+            started = pod.run_container(id, &bundle, direct);
+        }
+    }
+    (pod, host, started)
+}
+
+/// The hint annotations of the sandbox spec as runsc read them.
+fn sandbox_hint(pod: &Pod, name: &str) -> (String, String) {
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(pod.path(&format!("bundles/{SANDBOX_ID}/config.json"))).unwrap())
+            .unwrap();
+    let field = |f: &str| spec["annotations"][format!("dev.gvisor.spec.mount.{name}.{f}")].as_str().unwrap().to_owned();
+    (field("type"), field("share"))
+}
+
+/// Seen on a cluster: behind gVisor's shim, which had already rewritten a disk emptyDir's hint to a disk-backed
+/// `tmpfs`, the hook took the `tmpfs` for a Memory medium and kept it, and the 2022 runsc failed the container
+/// (`gofer mount requires a connection FD`). The hook reads the medium on the node: on the 2022 runsc the disk
+/// emptyDir is a shared bind, on the 2024 one a disk-backed sandbox tmpfs; the Memory one a tmpfs on both.
+#[test]
+fn a_disk_empty_dir_the_shim_completed_to_tmpfs_works_on_both_runsc_releases() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let releases = runsc_versions();
+
+    // Control: what the 2022 runsc makes of the shim's hints as they are (the pod is gone before the next).
+    let (_, _, started) = start_shim_completed_pod(&releases[0], true);
+    let error = started.expect_err("runsc 2022 cannot back a tmpfs with disk");
+    assert!(
+        error.contains("mount shared mount \"scratch\" to \"/scratch\": gofer mount requires a connection FD"),
+        "{error}"
+    );
+    eprintln!("control case (shim's hints, no hook, runsc 2022): {}", error.lines().next().unwrap_or_default());
+
+    for runsc in &releases {
+        let what = format!("runsc {}", runsc.label);
+        let (pod, host, started) = start_shim_completed_pod(runsc, false);
+        started.unwrap_or_else(|e| panic!("{what}: {e}"));
+
+        pod.exec("writer", "echo from-writer > /scratch/file");
+        assert_eq!(pod.exec("reader", "cat /scratch/file"), "from-writer\n", "{what}: one volume for the pod");
+        let line = pod.mount_line("writer", "/scratch");
+        eprintln!("{what}: writer /scratch: {line}");
+        let host_files: Vec<String> = std::fs::read_dir(&host["scratch"])
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if runsc.label == "2024" {
+            assert_eq!(sandbox_hint(&pod, "scratch"), ("tmpfs".into(), "pod".into()), "{what}");
+            assert_eq!(fstype(&line), "tmpfs", "{what}: disk-backed sandbox tmpfs: {line}");
+            assert!(host_files.iter().any(|f| f.starts_with(".gvisor.filestore.")), "{what}: {host_files:?}");
+        } else {
+            assert_eq!(sandbox_hint(&pod, "scratch"), ("bind".into(), "shared".into()), "{what}");
+            assert_ne!(fstype(&line), "tmpfs", "{what}: the 2022 runsc keeps a bind: {line}");
+            assert_eq!(host_files, ["file"], "{what}: writes reach the host through the bind");
+        }
+
+        assert_eq!(sandbox_hint(&pod, "shared"), ("tmpfs".into(), "pod".into()), "{what}");
+        pod.exec("writer", "echo in-memory > /shared/msg");
+        assert_eq!(pod.exec("reader", "cat /shared/msg"), "in-memory\n", "{what}");
+        for id in ["writer", "reader"] {
+            let line = pod.mount_line(id, "/shared");
+            assert_eq!(fstype(&line), "tmpfs", "{what}: /shared in {id}: {line}");
+        }
+        assert_eq!(std::fs::read_dir(&host["shared"]).unwrap().count(), 0, "{what}: the host tmpfs stays empty");
+    }
 }

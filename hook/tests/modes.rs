@@ -58,7 +58,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn wrap_completes_create_and_execs_the_runtime_with_unchanged_arguments() {
     let tree = KubeletTree::new();
-    let cache = tree.empty_dir("cache");
+    let cache = tree.memory_empty_dir("cache");
     let work = tempfile::tempdir().unwrap();
     let runtime = recording_runtime(work.path());
     let bundle = bundle_with(work.path(), &spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]));
@@ -105,7 +105,7 @@ fn stand_in(args: &[&str], config: &Path) -> Output {
 #[test]
 fn wrap_logs_to_the_runtime_log_in_its_format_never_to_the_container_stdio() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     for format in ["text", "json", "json-k8s"] {
         let work = tempfile::tempdir().unwrap();
         let runtime = recording_runtime(work.path());
@@ -166,7 +166,7 @@ fn without_a_runtime_log_lines_go_to_the_configured_file_and_failures_stay_visib
 #[test]
 fn restore_is_completed_like_create() {
     let tree = KubeletTree::new();
-    let cache = tree.empty_dir("cache");
+    let cache = tree.memory_empty_dir("cache");
     let work = tempfile::tempdir().unwrap();
     let runtime = recording_runtime(work.path());
     let bundle = bundle_with(work.path(), &spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]));
@@ -181,7 +181,7 @@ fn restore_is_completed_like_create() {
 #[test]
 fn a_flag_value_is_not_a_subcommand_and_help_and_version_are_runsc_s() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     let work = tempfile::tempdir().unwrap();
     let runtime = recording_runtime(work.path());
     let bundle = bundle_with(work.path(), &spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]));
@@ -288,7 +288,7 @@ fn strict_wrap_refuses_to_start_what_it_cannot_complete() {
 #[test]
 fn precreate_reads_stdin_and_writes_the_completed_config() {
     let tree = KubeletTree::new();
-    let cache = tree.empty_dir("cache");
+    let cache = tree.memory_empty_dir("cache");
     let lone = spec(Runtime::Containerd, false, hint("cache", "tmpfs", "pod"), vec![bind("/cache", &path_str(&cache))]);
     let root = path_str(&tree.root);
     let out = run(&["precreate", "--kubelet-root", &root], &[], &serde_json::to_vec(&lone).unwrap());
@@ -361,7 +361,7 @@ impl Spread {
 #[test]
 fn kill_9_during_the_rewrite_leaves_config_json_old_or_new_and_the_next_run_cleans_up() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     let work = tempfile::tempdir().unwrap();
     let mut big = spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]);
     // A few megabytes, so the rewrite lasts long enough for kills to land inside it.
@@ -432,7 +432,7 @@ fn kill_9_during_the_rewrite_leaves_config_json_old_or_new_and_the_next_run_clea
 #[test]
 fn inspect_prints_changes_without_writing() {
     let tree = KubeletTree::new();
-    tree.empty_dir("cache");
+    tree.memory_empty_dir("cache");
     let work = tempfile::tempdir().unwrap();
     let bundle = bundle_with(work.path(), &spec(Runtime::Containerd, true, hint("cache", "tmpfs", "pod"), vec![]));
     let before = std::fs::read(bundle.join("config.json")).unwrap();

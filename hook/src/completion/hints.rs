@@ -85,8 +85,9 @@ fn complete_one(
             edit.warn(format!("emptyDir {name:?}: {e}"));
             false
         });
-        let empty = node.is_empty_for_tmpfs(&dir.path).map_err(|e| format!("cannot read {source}: {e}"))?;
-        VolumeOnNode::EmptyDir { empty, force_shared }
+        // The medium is the node's to tell: a shim before this hook may have rewritten the hint's type.
+        let state = node.inspect_empty_dir(&dir.path).map_err(|e| format!("cannot read {source}: {e}"))?;
+        VolumeOnNode::EmptyDir { medium: state.medium, empty: state.empty, force_shared }
     } else {
         VolumeOnNode::Other
     };

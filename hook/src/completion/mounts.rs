@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mount_hints::{decide_backing, force_shared, hint_key, is_dns1123_label, HintField, HintType, Share, VolumeOnNode};
+use mount_hints::{
+    decide_backing, force_shared, hint_key, is_dns1123_label, EmptyDirMedium, HintField, HintType, Share, VolumeOnNode,
+};
 use serde_json::Value;
 
 use super::{mount_field, set_mount_type, Change, SpecEdit};
@@ -66,28 +68,22 @@ pub(super) fn complete_volume_mounts(
         let Ok(hint_type) = hint_type.parse::<HintType>() else { continue };
         let resolved =
             node.kubelet_root().join("pods").join(volume.uid).join("volumes").join(volume.plugin).join(volume.name);
-        // A hint with a `source` was completed by a node (the webhook removes any an author writes), here by an
-        // earlier run on this same spec (a lone container, completed again at `runsc restore`). Its type no
-        // longer tells the medium: a disk emptyDir's `bind` became a disk-backed `tmpfs` whose mount stays a
-        // bind. The mount type completed then says it; following the hint again would make it memory-backed.
-        let completed_before =
-            annotations.get(&hint_key(volume.name, HintField::Source)).is_some_and(|s| Path::new(s) == resolved);
-        if completed_before && matches!(mount_field(&mount, "type"), "bind" | "tmpfs") {
-            continue;
-        }
         // runsc matches a mount to its hint by the exact source, which the sandbox got from the node: a mount of
         // any other directory of that name is not the hinted volume, and as a tmpfs it would be an empty one.
         let is_hinted_dir = matches!(node.volume_dirs(uid, volume.name).as_deref(), Ok([dir]) if dir.path == resolved);
         if !is_hinted_dir {
             continue;
         }
-        // The same decision as the sandbox's hint, so mount and hint agree. The share does not change a
-        // mount's type; a force-shared value that is not a boolean was reported on the sandbox.
+        // The same decision as the sandbox's hint, from the same node, so mount and hint agree whatever the
+        // hint's type says now (the webhook's, a shim's, or this hook's from an earlier run on this spec). The
+        // share does not change a mount's type; a force-shared value that is not a boolean was reported on the
+        // sandbox; a directory that cannot be read lost its hint there, so its mounts stay binds.
         let on_node = if volume.plugin == EMPTY_DIR_PLUGIN {
             let lookup = |key: &str| annotations.get(key).map(String::as_str);
-            VolumeOnNode::EmptyDir {
-                empty: node.is_empty_for_tmpfs(&resolved).unwrap_or(false),
-                force_shared: force_shared(lookup, volume.name).unwrap_or(false),
+            let force_shared = force_shared(lookup, volume.name).unwrap_or(false);
+            match node.inspect_empty_dir(&resolved) {
+                Ok(state) => VolumeOnNode::EmptyDir { medium: state.medium, empty: state.empty, force_shared },
+                Err(_) => VolumeOnNode::EmptyDir { medium: EmptyDirMedium::Disk, empty: false, force_shared },
             }
         } else {
             VolumeOnNode::Other
