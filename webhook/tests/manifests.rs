@@ -249,4 +249,24 @@ fn overlays_render_with_kubectl_kustomize() {
             assert_eq!(annotations["cert-manager.io/inject-ca-from"], "mount-hints/mount-hints-webhook");
         }
     }
+
+    // An API server before 1.21: the overlay plus the kubernetes-1.20 component, as tests/cluster applies it.
+    let old_cluster = work.path().join("overlays/kubernetes-1.20");
+    std::fs::create_dir_all(&old_cluster).unwrap();
+    std::fs::write(
+        old_cluster.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../self-signed]\n\
+         components: [../../components/kubernetes-1.20]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("kubectl").arg("kustomize").arg(&old_cluster).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs = mount_hints_webhook::preview::parse_documents(&String::from_utf8_lossy(&out.stdout), "1.20").unwrap();
+    let budgets: Vec<_> = docs.iter().filter(|d| d["kind"] == "PodDisruptionBudget").collect();
+    assert_eq!(budgets.len(), 1, "one budget, in the version 1.20 serves");
+    assert_eq!(budgets[0]["apiVersion"], "policy/v1beta1");
+    assert_eq!(budgets[0]["metadata"]["namespace"], "mount-hints");
+    let webhook = docs.iter().find(|d| d["kind"] == "MutatingWebhookConfiguration").unwrap();
+    assert!(webhook["webhooks"][0].get("matchConditions").is_none(), "{webhook}");
+    assert!(webhook["webhooks"][0]["clientConfig"].get("caBundle").is_some(), "{webhook}");
 }

@@ -257,9 +257,10 @@ fn kubelet_pod_mounts(uid: &str) -> Vec<String> {
         .collect()
 }
 
-/// The full check of the shared-volumes workload with mount-hints installed (webhook and hook).
-fn shared_volumes_with_hook(runsc: Runsc) {
-    let cluster = Cluster::up(runsc, true);
+/// The full check of the shared-volumes workload, with mount-hints installed (webhook and hook) or with the
+/// webhook and gVisor's shim alone, which completes the hints itself on runsc 2024.
+fn shared_volumes(runsc: Runsc, with_hook: bool) {
+    let cluster = Cluster::up(runsc, with_hook);
     cluster.apply(&shared_volumes_deployment("shared"));
     let pod = cluster.rolled_out_pod("shared");
 
@@ -271,7 +272,8 @@ fn shared_volumes_with_hook(runsc: Runsc) {
     assert!(!annotations.contains(".source"), "a source reached the API: {annotations}");
 
     let mounts = cluster.exec(&pod.name, "writer", "cat /proc/mounts");
-    eprintln!("runsc {} with the hook, /proc/mounts in the writer:", runsc.arg());
+    let half = if with_hook { "with the hook" } else { "with the shim alone" };
+    eprintln!("runsc {} {half}, /proc/mounts in the writer:", runsc.arg());
     for point in ["/mem", "/disk", "/dev/shm"] {
         eprintln!("  {}", mount_line(&mounts, point));
     }
@@ -301,7 +303,8 @@ fn shared_volumes_with_hook(runsc: Runsc) {
         Runsc::R2022 => assert_eq!(disk, ["init", "w"], "the gofer bind writes through to the host"),
     }
 
-    // The hook logs where the runtime's caller collects runtime errors, never into the workload's output.
+    // The hook logs where the runtime's caller collects runtime errors, never into the workload's output (nor
+    // does the shim).
     let logs = cluster.run(&["logs", &pod.name, "-c", "writer"]);
     assert_eq!(logs, "workload-started\n", "kubectl logs of the workload holds more than its own output");
 
@@ -317,12 +320,55 @@ fn shared_volumes_with_hook(runsc: Runsc) {
 
 #[test]
 fn shared_volumes_with_mount_hints_on_runsc_2024() {
-    shared_volumes_with_hook(Runsc::R2024);
+    shared_volumes(Runsc::R2024, true);
 }
 
 #[test]
 fn shared_volumes_with_mount_hints_on_runsc_2022() {
-    shared_volumes_with_hook(Runsc::R2022);
+    shared_volumes(Runsc::R2022, true);
+}
+
+/// The README's "Which half does a cluster need?": on runsc 2024 the webhook and gVisor's shim alone give the
+/// same result as with the hook.
+#[test]
+fn shared_volumes_with_the_shim_alone_on_runsc_2024() {
+    shared_volumes(Runsc::R2024, false);
+}
+
+/// ...and on runsc 2022 they do not: the shim turns the disk emptyDir's hint into a `tmpfs` that this runsc can
+/// only serve from memory while the container mount stays a bind, and runsc fails the container. Memory
+/// emptyDirs and /dev/shm work.
+#[test]
+fn the_shim_alone_on_runsc_2022_fails_a_disk_empty_dir() {
+    let cluster = Cluster::up(Runsc::R2022, false);
+    cluster.apply(&shared_volumes_deployment("shared"));
+    let mut events = String::new();
+    wait_until("the container's failure event", Duration::from_secs(90), || {
+        events = cluster.run(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Failed",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ]);
+        events.contains("gofer mount requires a connection FD")
+    });
+    assert!(events.contains(r#"mount shared mount "disk" to "/disk""#), "{events}");
+    cluster.run(&["delete", "deployment", "shared", "--wait=false"]);
+
+    let memory_only = shared_volumes_deployment("memory")
+        .replace(", {name: disk, mountPath: /disk}", "")
+        .replace(" && echo from-init > /disk/init", "")
+        .replace("      - {name: disk, emptyDir: {}}\n", "");
+    assert!(!memory_only.contains("disk"), "{memory_only}");
+    cluster.apply(&memory_only);
+    let pod = cluster.rolled_out_pod("memory");
+    let mounts = cluster.exec(&pod.name, "writer", "cat /proc/mounts");
+    assert_eq!(fs_type(&mounts, "/mem"), "tmpfs", "{mounts}");
+    assert_eq!(fs_type(&mounts, "/dev/shm"), "tmpfs", "{mounts}");
+    cluster.exec(&pod.name, "writer", "echo w-mem > /mem/w && echo w-shm > /dev/shm/w");
+    assert_eq!(cluster.exec(&pod.name, "reader", "cat /mem/w /dev/shm/w /mem/init"), "w-mem\nw-shm\nfrom-init\n");
 }
 
 /// Pod authors are untrusted: one who names a host path as a hint's source gets a pod that runs, on a volume
