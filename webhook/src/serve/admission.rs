@@ -5,8 +5,8 @@
 //! oldObject, options...); the object stays raw until the request is known to be a Pod CREATE. The reply is
 //! written once, straight into a buffer of its exact size (see [`super::reply`]).
 
-use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::metrics::Outcome;
 use super::reply::{ReviewReply, Verdict};
 use crate::mutation::{mutate, Mutation};
-use crate::pod::PodFacts;
+use crate::pod::{FactText, PodFacts, Text};
 use crate::settings::{GvisorScope, MutationSettings};
 
 /// What to send back.
@@ -70,66 +70,36 @@ impl ReviewVersion {
 
 const NOT_A_REVIEW: &str = "not an admission.k8s.io/v1 AdmissionReview (nor a v1beta1 one)";
 
-/// A JSON string borrowed from the body when it has no escapes (uids, kinds and operations never do).
-#[derive(Debug, Default)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(TextVisitor(std::marker::PhantomData))
-    }
-}
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// The review as far as the answer needs it; every other field is skipped unread.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a, S: Deserialize<'de> + Ord + Default"))]
+struct ReviewIn<'a, S> {
     #[serde(borrow, default)]
     api_version: Option<Text<'a>>,
     #[serde(borrow, default)]
     kind: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(borrow, default = "Option::default")]
+    request: Option<RequestIn<'a, S>>,
 }
 
 /// The request, read in one pass: when `kind` and `operation` come before `object` (the API server writes them
 /// in that order) and make it a Pod CREATE, the object is decoded into [`PodFacts`] where it stands; otherwise it
-/// is kept raw and decoded only if needed.
-struct RequestIn<'a> {
+/// is kept raw and decoded only if needed. `S` is the text the facts hold (borrowed from the body when served).
+struct RequestIn<'a, S> {
     uid: Text<'a>,
     kind: KindIn<'a>,
     sub_resource: Option<Text<'a>>,
     operation: Text<'a>,
-    object: ObjectIn<'a>,
+    object: ObjectIn<'a, S>,
 }
 
-enum ObjectIn<'a> {
+enum ObjectIn<'a, S> {
     Absent,
     Raw(&'a RawValue),
-    Pod(Box<PodFacts>),
+    Pod(Box<PodFacts<S>>),
 }
 
-impl RequestIn<'_> {
+impl<S> RequestIn<'_, S> {
     fn is_pod_create(&self) -> bool {
         is_pod_create(&self.kind, &self.operation, self.sub_resource.as_deref())
     }
@@ -142,11 +112,11 @@ fn is_pod_create(kind: &KindIn<'_>, operation: &str, sub_resource: Option<&str>)
         && sub_resource.unwrap_or_default().is_empty()
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
+impl<'de: 'a, 'a, S: Deserialize<'de> + Ord + Default> Deserialize<'de> for RequestIn<'a, S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RequestVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for RequestVisitor<'a> {
-            type Value = RequestIn<'a>;
+        struct RequestVisitor<'a, S>(PhantomData<(&'a (), S)>);
+        impl<'de: 'a, 'a, S: Deserialize<'de> + Ord + Default> Visitor<'de> for RequestVisitor<'a, S> {
+            type Value = RequestIn<'a, S>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an AdmissionRequest")
             }
@@ -167,7 +137,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
                                 _ => false,
                             };
                             object = if pod_create {
-                                map.next_value::<Option<PodFacts>>()?
+                                map.next_value::<Option<PodFacts<S>>>()?
                                     .map_or(ObjectIn::Absent, |p| ObjectIn::Pod(Box::new(p)))
                             } else {
                                 map.next_value::<Option<&'a RawValue>>()?.map_or(ObjectIn::Absent, ObjectIn::Raw)
@@ -187,7 +157,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
                 })
             }
         }
-        d.deserialize_map(RequestVisitor(std::marker::PhantomData))
+        d.deserialize_map(RequestVisitor(PhantomData))
     }
 }
 
@@ -231,11 +201,23 @@ struct UidOnlyRequest<'a> {
 /// that uid, in the request's version; `deny_on_error` decides whether an undecodable object is allowed (the
 /// default, matching the `failurePolicy: Ignore` spirit) or denied.
 pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorScope, deny_on_error: bool) -> Reply {
-    answer_review_with(body, |pod| mutate(pod, settings, scope), deny_on_error)
+    answer_review_with(body, |pod: &PodFacts<Text<'_>>| mutate(pod, settings, scope), deny_on_error)
 }
 
-fn answer_review_with(body: &[u8], mutation: impl Fn(&PodFacts) -> Mutation, deny_on_error: bool) -> Reply {
-    let review: ReviewIn<'_> = match serde_json::from_slice(body) {
+/// `S` is the text the decoded facts hold: borrowed [`Text`] when serving; any owned text does for tests.
+fn answer_review_with<'a, S: FactText + Default + Deserialize<'a>>(
+    body: &'a [u8],
+    mutation: impl Fn(&PodFacts<S>) -> Mutation,
+    deny_on_error: bool,
+) -> Reply {
+    // A body that is all UTF-8 (every one the API server sends) is checked once, in bulk, rather than string by
+    // string as the parser goes; a stray byte in a field nobody reads must still be skipped unchecked, so the
+    // rest go through the byte parser.
+    let decoded = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<ReviewIn<'_, S>>(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    let review = match decoded {
         Ok(review) => review,
         Err(e) => return answer_undecodable(body, &e, deny_on_error),
     };
