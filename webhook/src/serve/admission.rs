@@ -314,6 +314,8 @@ fn object_error(object: &RawValue) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
     use serde_json::{json, Value};
 
@@ -444,6 +446,55 @@ mod tests {
             assert_eq!(in_place.outcome, Outcome::patched);
             assert_eq!((in_place.outcome, &in_place.body), (later.outcome, &later.body));
         }
+    }
+
+    /// The facts borrow their text from the body; a string with JSON escapes cannot be borrowed and is decoded
+    /// into a copy. Either way the answer must be the one for the same pod written without escapes.
+    #[test]
+    fn escaped_names_and_annotations_in_the_object_answer_as_unescaped_ones() {
+        let plain = json!({"metadata": {"name": "p", "annotations": {
+                "note/a\"b": "x\ny", "dev.gvisor.spec.mount.cache.type": "tmpfs", "dev.gvisor.spec.mount.gone.share": "pod"}},
+            "spec": {"runtimeClassName": "gvisor",
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cache", "emptyDir": {"medium": "Memory"}}],
+            "containers": [
+                {"name": "a", "volumeMounts": [{"name": "scratch", "mountPath": "/s"}, {"name": "cache", "mountPath": "/c"}]},
+                {"name": "b", "volumeMounts": [{"name": "scratch", "mountPath": "/s", "subPath": ""}]}]}});
+        let plain_body = String::from_utf8(review(plain)).unwrap();
+        // The same JSON value, with \u escapes in every kind of string the facts keep.
+        let escaped_body = plain_body
+            .replacen("\"runtimeClassName\":\"gvisor\"", "\"runtimeClassName\":\"g\\u0076isor\"", 1)
+            .replacen("\"name\":\"scratch\"", "\"name\":\"scr\\u0061tch\"", 1)
+            .replacen("\"name\":\"cache\",\"mountPath\"", "\"name\":\"\\u0063ache\",\"mountPath\"", 1)
+            .replacen("\"name\":\"b\"", "\"name\":\"\\u0062\"", 1)
+            .replacen("\"medium\":\"Memory\"", "\"medium\":\"Mem\\u006fry\"", 1)
+            .replacen("mount.cache.type\":\"tmpfs\"", "mount.c\\u0061che.type\":\"tmp\\u0066s\"", 1)
+            .replacen("mount.gone.share", "mount.g\\u006fne.share", 1);
+        assert_eq!(escaped_body.matches("\\u00").count(), 8, "{escaped_body}");
+        let as_value = |b: &str| serde_json::from_str::<Value>(b).unwrap();
+        assert_eq!(as_value(&escaped_body), as_value(&plain_body), "the escapes spell the same review");
+        let (plain_reply, escaped_reply) = (answer(plain_body.as_bytes()), answer(escaped_body.as_bytes()));
+        assert_eq!(plain_reply.outcome, Outcome::patched);
+        assert_eq!((escaped_reply.outcome, &escaped_reply.body), (plain_reply.outcome, &plain_reply.body));
+        let out = body(&plain_reply);
+        let warnings = out["response"]["warnings"].to_string();
+        assert!(warnings.contains("gone") && !warnings.contains("scratch"), "{warnings}");
+        assert_eq!(out["response"]["auditAnnotations"]["hints"], "cache=tmpfs/container,scratch=bind/pod");
+
+        // The object as it stands in each body: escaped text is copied, the rest borrowed.
+        let object = |b: &str| -> String {
+            let start = b.find("\"object\":").unwrap() + "\"object\":".len();
+            b[start..b.find(",\"oldObject\"").unwrap()].to_owned()
+        };
+        let (plain_object, escaped_object) = (object(&plain_body), object(&escaped_body));
+        let decoded: PodFacts<Text<'_>> = serde_json::from_str(&escaped_object).unwrap();
+        let (scratch, cache) = (&decoded.spec.volumes[0].name, &decoded.spec.volumes[1].name);
+        assert!(matches!((&scratch.0, &cache.0), (Cow::Owned(_), Cow::Borrowed(_))), "{scratch:?} {cache:?}");
+        assert_eq!((&**scratch, &**cache), ("scratch", "cache"));
+        assert_eq!(decoded.spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(decoded.spec.volumes[1].empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
+        assert_eq!(decoded.metadata.annotations.as_ref().unwrap().get("note/a\"b").map(|v| &**v), Some("x\ny"));
+        let owned = |o: &str| serde_json::from_str::<PodFacts>(o).unwrap();
+        assert_eq!(owned(&escaped_object), owned(&plain_object));
     }
 
     #[test]
