@@ -194,10 +194,10 @@ impl Sink for Vec<u8> {
         }
         serde_json::to_writer(&mut *self, &AsString(value)).expect("writing to a Vec cannot fail");
     }
-    fn base64_json(&mut self, patch: &Patch, _: usize) {
+    fn base64_json(&mut self, patch: &Patch, json_len: usize) {
         // serde_json writes token by token; the encoder's cost is per write, so it gets the text in blocks.
         let encoder = EncoderWriter::new(&mut *self, &STANDARD);
-        let mut blocks = io::BufWriter::with_capacity(BASE64_BLOCK, encoder);
+        let mut blocks = io::BufWriter::with_capacity(json_len.min(BASE64_BLOCK), encoder);
         serde_json::to_writer(&mut blocks, patch).expect("a JSON Patch always serializes");
         let mut encoder = blocks.into_inner().map_err(|e| e.into_error()).expect("writing to a Vec cannot fail");
         encoder.finish().expect("writing to a Vec cannot fail");
