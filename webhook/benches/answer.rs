@@ -1,6 +1,14 @@
 //! The pure part of a review, without HTTP or TLS: decode the AdmissionReview, mutate, build the reply.
 //!
 //!   cargo bench -p mount-hints-webhook --bench answer
+//!
+//! Wall-clock time depends on what else the machine runs. For a load-independent figure, count instructions:
+//! `--count BODY N` answers one body N times without timing (after one warm-up answer), for callgrind:
+//!
+//!   cargo bench -p mount-hints-webhook --bench answer --no-run   # prints the binary's path
+//!   valgrind --tool=callgrind --callgrind-out-file=large.out target/release/deps/answer-HASH --count large 200
+//!
+//! Instructions per review = (total of a run with N) - (total with 0), divided by N.
 
 use std::time::Instant;
 
@@ -14,11 +22,23 @@ const BODIES: [(&str, &[u8]); 3] = [
 ];
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
         return;
     }
     let settings = MutationSettings::default();
     let scope = GvisorScope::from_settings(&settings);
+    if let Some(i) = args.iter().position(|a| a == "--count") {
+        let usage = "usage: answer --count small|medium|large N";
+        let name = args.get(i + 1).expect(usage);
+        let n: usize = args.get(i + 2).and_then(|n| n.parse().ok()).expect(usage);
+        let (_, body) = BODIES.iter().find(|(b, _)| b == name).expect(usage);
+        std::hint::black_box(answer_review(body, &settings, &scope, false));
+        for _ in 0..n {
+            std::hint::black_box(answer_review(std::hint::black_box(body), &settings, &scope, false));
+        }
+        return;
+    }
     println!("| body | bytes | answer_review, median of 9 rounds |");
     println!("|---|---|---|");
     for (name, body) in BODIES {

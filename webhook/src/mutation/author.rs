@@ -19,6 +19,7 @@ use mount_hints::{
     TmpfsOverNonEmptyDir,
 };
 
+use crate::pod::FactText;
 use crate::settings::MutationSettings;
 
 /// The valid hint fields an author set for one volume, with the keys they came from.
@@ -47,15 +48,15 @@ pub(crate) struct PodVolumes<'v, 'a> {
     pub empty_dirs: &'v BTreeSet<&'a str>,
 }
 
-pub(crate) fn review_author_annotations<'a>(
-    annotations: &'a BTreeMap<String, String>,
+pub(crate) fn review_author_annotations<'a, S: FactText>(
+    annotations: &'a BTreeMap<S, S>,
     volumes: &PodVolumes<'_, '_>,
     settings: &MutationSettings,
 ) -> AuthorAnnotations<'a> {
     let mut out = AuthorAnnotations::default();
     let mut allowed = Vec::new();
     for (key, value) in annotations {
-        let (key, value) = (key.as_str(), value.as_str());
+        let (key, value) = (&**key, &**value);
         if settings.is_denied(key) {
             out.removals.push((key, "it matches the deny list".to_owned()));
         } else if let Some(name) = parse_force_shared_key(key) {
@@ -133,7 +134,7 @@ fn accept<'a>(hint: &mut AuthorHint<'a>, field: HintField, value: &'a str, is_em
 const SOURCE_IS_THE_NODES: &str = "the source of a hint is set by the node, never by the pod";
 
 /// The annotation key (borrowed from the pod) of a grouped field.
-fn annotation_key<'a>(annotations: &'a BTreeMap<String, String>, name: &str, field: HintField) -> &'a str {
+fn annotation_key<'a, S: FactText>(annotations: &'a BTreeMap<S, S>, name: &str, field: HintField) -> &'a str {
     let key = mount_hints::hint_key(name, field);
-    annotations.get_key_value(&key).map(|(k, _)| k.as_str()).expect("grouped from these annotations")
+    annotations.get_key_value(key.as_str()).map(|(k, _)| &**k).expect("grouped from these annotations")
 }

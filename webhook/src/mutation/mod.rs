@@ -5,14 +5,16 @@ mod author;
 mod patch;
 mod volumes;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use json_patch::Patch;
 use mount_hints::{hint_key, is_valid_annotation_key, Directfs, HintField, HintType, RawHint, Share};
 
 pub use patch::prefixed_patch_json;
 
-use crate::pod::PodFacts;
+use crate::pod::{FactText, PodFacts};
 use crate::settings::{GvisorScope, MutationSettings};
 use author::{review_author_annotations, AuthorHint, PodVolumes};
 use volumes::{plan_volumes, PlannedHint};
@@ -49,7 +51,7 @@ pub struct Mutation {
     pub in_scope: bool,
 }
 
-pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) -> Mutation {
+pub fn mutate<S: FactText>(pod: &PodFacts<S>, settings: &MutationSettings, scope: &GvisorScope) -> Mutation {
     if !scope.contains(pod.spec.runtime_class_name.as_deref()) {
         return Mutation::default();
     }
@@ -60,7 +62,8 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
     let author = review_author_annotations(original, &volumes, settings);
 
     let mut warnings = Vec::new();
-    let mut desired = original.clone();
+    // The pod's own annotations stay borrowed; only the hint keys the webhook adds are new strings.
+    let mut desired: Desired<'_> = original.iter().map(|(k, v)| (Cow::Borrowed(&**k), Cow::Borrowed(&**v))).collect();
     for (key, reason) in &author.removals {
         desired.remove(*key);
         warnings.push(format!("annotation {key:?} removed: {reason}"));
@@ -89,13 +92,13 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
         let ours = planned.get(name).copied();
         let mounted_by = plan.mounted_by.get(name).copied().unwrap_or(0);
         match merge_hint(name, ours, from_author, mounted_by) {
-            Ok((mut hint, widened)) => {
+            Ok((mut hint, widened, keys)) => {
                 warnings.extend(widened);
                 hint.force_shared = author.force_shared.contains(name);
-                desired.insert(hint_key(name, HintField::Type), hint.hint_type.as_str().to_owned());
-                desired.insert(hint_key(name, HintField::Share), hint.share.as_str().to_owned());
-                if let Some(options) = &hint.options {
-                    desired.insert(hint_key(name, HintField::Options), options.clone());
+                desired.insert(Cow::Owned(keys.hint_type), Cow::Borrowed(hint.hint_type.as_str()));
+                desired.insert(Cow::Owned(keys.share), Cow::Borrowed(hint.share.as_str()));
+                if let (Some(key), Some(options)) = (keys.options, &hint.options) {
+                    desired.insert(Cow::Owned(key), Cow::Owned(options.clone()));
                 }
                 hints.push(hint);
             }
@@ -113,6 +116,16 @@ pub fn mutate(pod: &PodFacts, settings: &MutationSettings, scope: &GvisorScope) 
     Mutation { patch, warnings, audit, hints, in_scope: true }
 }
 
+/// The annotations the pod should end up with.
+type Desired<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
+
+/// The annotation keys a merged hint writes (built once: they are checked, then inserted).
+struct HintKeys {
+    hint_type: String,
+    share: String,
+    options: Option<String>,
+}
+
 /// The author's valid fields win (escape hatch, and idempotence over our own output); ours fill the gaps. A
 /// share never narrows: one (the author's, or an earlier pass's) narrower than the `mounted_by` containers
 /// need is widened, with the warning returned beside the hint. A hint runsc would refuse (missing type or
@@ -122,7 +135,7 @@ fn merge_hint(
     ours: Option<&PlannedHint>,
     author: &AuthorHint<'_>,
     mounted_by: usize,
-) -> Result<(EmptyDirHint, Option<String>), String> {
+) -> Result<(EmptyDirHint, Option<String>, HintKeys), String> {
     let hint_type = author.hint_type.or(ours.map(|h| h.hint_type));
     let share = author.share.or(ours.map(|h| h.share));
     let options = author.options.map(str::to_owned).or_else(|| ours.and_then(|h| h.options.clone()));
@@ -137,10 +150,19 @@ fn merge_hint(
     let widened = (widened_share != share).then(|| {
         format!("share of volume {name:?} widened from {share} to {widened_share}: {mounted_by} containers mount it")
     });
-    let mut fields = vec![HintField::Type, HintField::Share];
-    fields.extend(options.is_some().then_some(HintField::Options));
-    fields.extend(author.directfs.is_some().then_some(HintField::Directfs));
-    if let Some(field) = fields.iter().find(|f| !is_valid_annotation_key(&hint_key(name, **f))) {
+    let keys = HintKeys {
+        hint_type: hint_key(name, HintField::Type),
+        share: hint_key(name, HintField::Share),
+        options: options.is_some().then(|| hint_key(name, HintField::Options)),
+    };
+    let directfs_key = author.directfs.map(|_| hint_key(name, HintField::Directfs));
+    let checked = [
+        (HintField::Type, Some(&keys.hint_type)),
+        (HintField::Share, Some(&keys.share)),
+        (HintField::Options, keys.options.as_ref()),
+        (HintField::Directfs, directfs_key.as_ref()),
+    ];
+    if let Some((field, _)) = checked.iter().find(|(_, key)| key.is_some_and(|k| !is_valid_annotation_key(k))) {
         return Err(format!("its {field} key would exceed the 63-character annotation limit"));
     }
     let hint = EmptyDirHint {
@@ -152,33 +174,41 @@ fn merge_hint(
         from_author: !author.keys.is_empty(),
         force_shared: false,
     };
-    Ok((hint, widened))
+    Ok((hint, widened, keys))
 }
 
 fn audit_summary(hints: &[EmptyDirHint], removals: &[(&str, String)]) -> BTreeMap<String, String> {
     let mut audit = BTreeMap::new();
-    let describe = |h: &EmptyDirHint| {
-        let mut s = format!("{}={}/{}", h.volume, h.hint_type, h.share);
+    let mut described = String::new();
+    for (i, h) in hints.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        write!(described, "{comma}{}={}/{}", h.volume, h.hint_type, h.share).expect("writing to a String");
         if let Some(o) = &h.options {
-            s.push('/');
-            s.push_str(o);
+            described.push('/');
+            described.push_str(o);
         }
         if let Some(d) = h.directfs {
-            s.push_str("/directfs=");
-            s.push_str(d.as_str());
+            described.push_str("/directfs=");
+            described.push_str(d.as_str());
         }
-        s
-    };
-    let join = |items: Vec<String>| items.join(",");
-    if !hints.is_empty() {
-        audit.insert(AUDIT_HINTS.to_owned(), join(hints.iter().map(describe).collect()));
     }
-    let forced: Vec<String> = hints.iter().filter(|h| h.force_shared).map(|h| h.volume.clone()).collect();
-    if !forced.is_empty() {
-        audit.insert(AUDIT_FORCE_SHARED.to_owned(), join(forced));
+    if !hints.is_empty() {
+        audit.insert(AUDIT_HINTS.to_owned(), described);
+    }
+    let join = |items: &mut dyn Iterator<Item = &str>| {
+        let mut joined = String::new();
+        for (i, item) in items.enumerate() {
+            joined.push_str(if i == 0 { "" } else { "," });
+            joined.push_str(item);
+        }
+        joined
+    };
+    if hints.iter().any(|h| h.force_shared) {
+        let forced = join(&mut hints.iter().filter(|h| h.force_shared).map(|h| h.volume.as_str()));
+        audit.insert(AUDIT_FORCE_SHARED.to_owned(), forced);
     }
     if !removals.is_empty() {
-        audit.insert(AUDIT_REMOVED.to_owned(), join(removals.iter().map(|(k, _)| (*k).to_owned()).collect()));
+        audit.insert(AUDIT_REMOVED.to_owned(), join(&mut removals.iter().map(|(k, _)| *k)));
     }
     audit
 }

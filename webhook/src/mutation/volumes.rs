@@ -5,7 +5,7 @@ use std::fmt;
 
 use mount_hints::{is_dns1123_label, max_volume_name_len, HintField, HintType, Share};
 
-use crate::pod::{EmptyDirFacts, PodFacts};
+use crate::pod::{EmptyDirFacts, FactText, PodFacts};
 use crate::settings::{MutationSettings, SharePolicy};
 
 /// The hint the webhook itself would write for one emptyDir.
@@ -60,14 +60,14 @@ pub(crate) struct VolumePlan<'a> {
     pub notes: Vec<String>,
 }
 
-pub(crate) fn plan_volumes<'a>(pod: &'a PodFacts, settings: &MutationSettings) -> VolumePlan<'a> {
+pub(crate) fn plan_volumes<'a, S: FactText>(pod: &'a PodFacts<S>, settings: &MutationSettings) -> VolumePlan<'a> {
     let usage = mount_usage(pod);
     let mounted_by = usage.iter().map(|(name, u)| (*name, u.containers.len())).collect();
     let mut plan = VolumePlan { mounted_by, ..VolumePlan::default() };
     for volume in &pod.spec.volumes {
-        plan.all_volumes.insert(&volume.name);
+        plan.all_volumes.insert(&*volume.name);
         let Some(empty_dir) = &volume.empty_dir else { continue };
-        let name = volume.name.as_str();
+        let name = &*volume.name;
         plan.empty_dir_names.insert(name);
         let planned = plan_empty_dir(name, empty_dir, usage.get(name), settings, &mut plan.notes);
         plan.empty_dirs.push((name, planned));
@@ -75,9 +75,9 @@ pub(crate) fn plan_volumes<'a>(pod: &'a PodFacts, settings: &MutationSettings) -
     plan
 }
 
-fn plan_empty_dir(
+fn plan_empty_dir<S: FactText>(
     name: &str,
-    empty_dir: &EmptyDirFacts,
+    empty_dir: &EmptyDirFacts<S>,
     usage: Option<&Usage<'_>>,
     settings: &MutationSettings,
     notes: &mut Vec<String>,
@@ -133,14 +133,14 @@ struct Usage<'a> {
     sub_path_by: Option<&'a str>,
 }
 
-fn mount_usage(pod: &PodFacts) -> BTreeMap<&str, Usage<'_>> {
+fn mount_usage<S: FactText>(pod: &PodFacts<S>) -> BTreeMap<&str, Usage<'_>> {
     let mut usage: BTreeMap<&str, Usage<'_>> = BTreeMap::new();
     for container in pod.all_containers() {
         for mount in &container.volume_mounts {
-            let entry = usage.entry(mount.name.as_str()).or_default();
-            entry.containers.insert(&container.name);
+            let entry = usage.entry(&*mount.name).or_default();
+            entry.containers.insert(&*container.name);
             if mount.uses_sub_path() && entry.sub_path_by.is_none() {
-                entry.sub_path_by = Some(&container.name);
+                entry.sub_path_by = Some(&*container.name);
             }
         }
     }

@@ -5,8 +5,8 @@
 //! oldObject, options...); the object stays raw until the request is known to be a Pod CREATE. The reply is
 //! written once, straight into a buffer of its exact size (see [`super::reply`]).
 
-use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::metrics::Outcome;
 use super::reply::{ReviewReply, Verdict};
 use crate::mutation::{mutate, Mutation};
-use crate::pod::PodFacts;
+use crate::pod::{FactText, PodFacts, Text};
 use crate::settings::{GvisorScope, MutationSettings};
 
 /// What to send back.
@@ -70,66 +70,36 @@ impl ReviewVersion {
 
 const NOT_A_REVIEW: &str = "not an admission.k8s.io/v1 AdmissionReview (nor a v1beta1 one)";
 
-/// A JSON string borrowed from the body when it has no escapes (uids, kinds and operations never do).
-#[derive(Debug, Default)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(TextVisitor(std::marker::PhantomData))
-    }
-}
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// The review as far as the answer needs it; every other field is skipped unread.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a, S: Deserialize<'de> + Ord + Default"))]
+struct ReviewIn<'a, S> {
     #[serde(borrow, default)]
     api_version: Option<Text<'a>>,
     #[serde(borrow, default)]
     kind: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(borrow, default = "Option::default")]
+    request: Option<RequestIn<'a, S>>,
 }
 
 /// The request, read in one pass: when `kind` and `operation` come before `object` (the API server writes them
 /// in that order) and make it a Pod CREATE, the object is decoded into [`PodFacts`] where it stands; otherwise it
-/// is kept raw and decoded only if needed.
-struct RequestIn<'a> {
+/// is kept raw and decoded only if needed. `S` is the text the facts hold (borrowed from the body when served).
+struct RequestIn<'a, S> {
     uid: Text<'a>,
     kind: KindIn<'a>,
     sub_resource: Option<Text<'a>>,
     operation: Text<'a>,
-    object: ObjectIn<'a>,
+    object: ObjectIn<'a, S>,
 }
 
-enum ObjectIn<'a> {
+enum ObjectIn<'a, S> {
     Absent,
     Raw(&'a RawValue),
-    Pod(Box<PodFacts>),
+    Pod(Box<PodFacts<S>>),
 }
 
-impl RequestIn<'_> {
+impl<S> RequestIn<'_, S> {
     fn is_pod_create(&self) -> bool {
         is_pod_create(&self.kind, &self.operation, self.sub_resource.as_deref())
     }
@@ -142,11 +112,11 @@ fn is_pod_create(kind: &KindIn<'_>, operation: &str, sub_resource: Option<&str>)
         && sub_resource.unwrap_or_default().is_empty()
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
+impl<'de: 'a, 'a, S: Deserialize<'de> + Ord + Default> Deserialize<'de> for RequestIn<'a, S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RequestVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for RequestVisitor<'a> {
-            type Value = RequestIn<'a>;
+        struct RequestVisitor<'a, S>(PhantomData<(&'a (), S)>);
+        impl<'de: 'a, 'a, S: Deserialize<'de> + Ord + Default> Visitor<'de> for RequestVisitor<'a, S> {
+            type Value = RequestIn<'a, S>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an AdmissionRequest")
             }
@@ -167,7 +137,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
                                 _ => false,
                             };
                             object = if pod_create {
-                                map.next_value::<Option<PodFacts>>()?
+                                map.next_value::<Option<PodFacts<S>>>()?
                                     .map_or(ObjectIn::Absent, |p| ObjectIn::Pod(Box::new(p)))
                             } else {
                                 map.next_value::<Option<&'a RawValue>>()?.map_or(ObjectIn::Absent, ObjectIn::Raw)
@@ -187,7 +157,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RequestIn<'a> {
                 })
             }
         }
-        d.deserialize_map(RequestVisitor(std::marker::PhantomData))
+        d.deserialize_map(RequestVisitor(PhantomData))
     }
 }
 
@@ -231,11 +201,23 @@ struct UidOnlyRequest<'a> {
 /// that uid, in the request's version; `deny_on_error` decides whether an undecodable object is allowed (the
 /// default, matching the `failurePolicy: Ignore` spirit) or denied.
 pub fn answer_review(body: &[u8], settings: &MutationSettings, scope: &GvisorScope, deny_on_error: bool) -> Reply {
-    answer_review_with(body, |pod| mutate(pod, settings, scope), deny_on_error)
+    answer_review_with(body, |pod: &PodFacts<Text<'_>>| mutate(pod, settings, scope), deny_on_error)
 }
 
-fn answer_review_with(body: &[u8], mutation: impl Fn(&PodFacts) -> Mutation, deny_on_error: bool) -> Reply {
-    let review: ReviewIn<'_> = match serde_json::from_slice(body) {
+/// `S` is the text the decoded facts hold: borrowed [`Text`] when serving; any owned text does for tests.
+fn answer_review_with<'a, S: FactText + Default + Deserialize<'a>>(
+    body: &'a [u8],
+    mutation: impl Fn(&PodFacts<S>) -> Mutation,
+    deny_on_error: bool,
+) -> Reply {
+    // A body that is all UTF-8 (every one the API server sends) is checked once, in bulk, rather than string by
+    // string as the parser goes; a stray byte in a field nobody reads must still be skipped unchecked, so the
+    // rest go through the byte parser.
+    let decoded = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<ReviewIn<'_, S>>(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    let review = match decoded {
         Ok(review) => review,
         Err(e) => return answer_undecodable(body, &e, deny_on_error),
     };
@@ -332,6 +314,8 @@ fn object_error(object: &RawValue) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
     use serde_json::{json, Value};
 
@@ -462,6 +446,55 @@ mod tests {
             assert_eq!(in_place.outcome, Outcome::patched);
             assert_eq!((in_place.outcome, &in_place.body), (later.outcome, &later.body));
         }
+    }
+
+    /// The facts borrow their text from the body; a string with JSON escapes cannot be borrowed and is decoded
+    /// into a copy. Either way the answer must be the one for the same pod written without escapes.
+    #[test]
+    fn escaped_names_and_annotations_in_the_object_answer_as_unescaped_ones() {
+        let plain = json!({"metadata": {"name": "p", "annotations": {
+                "note/a\"b": "x\ny", "dev.gvisor.spec.mount.cache.type": "tmpfs", "dev.gvisor.spec.mount.gone.share": "pod"}},
+            "spec": {"runtimeClassName": "gvisor",
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cache", "emptyDir": {"medium": "Memory"}}],
+            "containers": [
+                {"name": "a", "volumeMounts": [{"name": "scratch", "mountPath": "/s"}, {"name": "cache", "mountPath": "/c"}]},
+                {"name": "b", "volumeMounts": [{"name": "scratch", "mountPath": "/s", "subPath": ""}]}]}});
+        let plain_body = String::from_utf8(review(plain)).unwrap();
+        // The same JSON value, with \u escapes in every kind of string the facts keep.
+        let escaped_body = plain_body
+            .replacen("\"runtimeClassName\":\"gvisor\"", "\"runtimeClassName\":\"g\\u0076isor\"", 1)
+            .replacen("\"name\":\"scratch\"", "\"name\":\"scr\\u0061tch\"", 1)
+            .replacen("\"name\":\"cache\",\"mountPath\"", "\"name\":\"\\u0063ache\",\"mountPath\"", 1)
+            .replacen("\"name\":\"b\"", "\"name\":\"\\u0062\"", 1)
+            .replacen("\"medium\":\"Memory\"", "\"medium\":\"Mem\\u006fry\"", 1)
+            .replacen("mount.cache.type\":\"tmpfs\"", "mount.c\\u0061che.type\":\"tmp\\u0066s\"", 1)
+            .replacen("mount.gone.share", "mount.g\\u006fne.share", 1);
+        assert_eq!(escaped_body.matches("\\u00").count(), 8, "{escaped_body}");
+        let as_value = |b: &str| serde_json::from_str::<Value>(b).unwrap();
+        assert_eq!(as_value(&escaped_body), as_value(&plain_body), "the escapes spell the same review");
+        let (plain_reply, escaped_reply) = (answer(plain_body.as_bytes()), answer(escaped_body.as_bytes()));
+        assert_eq!(plain_reply.outcome, Outcome::patched);
+        assert_eq!((escaped_reply.outcome, &escaped_reply.body), (plain_reply.outcome, &plain_reply.body));
+        let out = body(&plain_reply);
+        let warnings = out["response"]["warnings"].to_string();
+        assert!(warnings.contains("gone") && !warnings.contains("scratch"), "{warnings}");
+        assert_eq!(out["response"]["auditAnnotations"]["hints"], "cache=tmpfs/container,scratch=bind/pod");
+
+        // The object as it stands in each body: escaped text is copied, the rest borrowed.
+        let object = |b: &str| -> String {
+            let start = b.find("\"object\":").unwrap() + "\"object\":".len();
+            b[start..b.find(",\"oldObject\"").unwrap()].to_owned()
+        };
+        let (plain_object, escaped_object) = (object(&plain_body), object(&escaped_body));
+        let decoded: PodFacts<Text<'_>> = serde_json::from_str(&escaped_object).unwrap();
+        let (scratch, cache) = (&decoded.spec.volumes[0].name, &decoded.spec.volumes[1].name);
+        assert!(matches!((&scratch.0, &cache.0), (Cow::Owned(_), Cow::Borrowed(_))), "{scratch:?} {cache:?}");
+        assert_eq!((&**scratch, &**cache), ("scratch", "cache"));
+        assert_eq!(decoded.spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(decoded.spec.volumes[1].empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
+        assert_eq!(decoded.metadata.annotations.as_ref().unwrap().get("note/a\"b").map(|v| &**v), Some("x\ny"));
+        let owned = |o: &str| serde_json::from_str::<PodFacts>(o).unwrap();
+        assert_eq!(owned(&escaped_object), owned(&plain_object));
     }
 
     #[test]

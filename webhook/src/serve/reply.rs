@@ -194,12 +194,18 @@ impl Sink for Vec<u8> {
         }
         serde_json::to_writer(&mut *self, &AsString(value)).expect("writing to a Vec cannot fail");
     }
-    fn base64_json(&mut self, patch: &Patch, _: usize) {
-        let mut encoder = EncoderWriter::new(&mut *self, &STANDARD);
-        serde_json::to_writer(&mut encoder, patch).expect("a JSON Patch always serializes");
+    fn base64_json(&mut self, patch: &Patch, json_len: usize) {
+        // serde_json writes token by token; the encoder's cost is per write, so it gets the text in blocks.
+        let encoder = EncoderWriter::new(&mut *self, &STANDARD);
+        let mut blocks = io::BufWriter::with_capacity(json_len.min(BASE64_BLOCK), encoder);
+        serde_json::to_writer(&mut blocks, patch).expect("a JSON Patch always serializes");
+        let mut encoder = blocks.into_inner().map_err(|e| e.into_error()).expect("writing to a Vec cannot fail");
         encoder.finish().expect("writing to a Vec cannot fail");
     }
 }
+
+/// How much patch text the base64 encoder gets at once (a multiple of 3: no carry between blocks).
+const BASE64_BLOCK: usize = 3 * 1024;
 
 /// The length of the JSON text of `patch`.
 fn json_len(patch: &Patch) -> usize {
