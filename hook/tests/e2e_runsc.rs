@@ -291,10 +291,7 @@ fn pod_volumes_become_shared_sandbox_tmpfs_on_both_runsc_releases_and_runtimes()
             assert_eq!(pod.exec("writer", "cat /scratch/file"), "on-disk\n");
             let line = pod.mount_line("writer", "/scratch");
             eprintln!("{what}: writer /scratch: {line}");
-            let host_files: Vec<String> = std::fs::read_dir(&host["scratch"])
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
+            let host_files = file_names(&host["scratch"]);
             if runsc.label == "2024" {
                 assert_eq!(fstype(&line), "tmpfs", "{what}: disk-backed sandbox tmpfs: {line}");
                 assert!(host_files.iter().any(|f| f.starts_with(".gvisor.filestore.")), "{what}: {host_files:?}");
@@ -443,10 +440,7 @@ fn a_disk_empty_dir_the_shim_completed_to_tmpfs_works_on_both_runsc_releases() {
         assert_eq!(pod.exec("reader", "cat /scratch/file"), "from-writer\n", "{what}: one volume for the pod");
         let line = pod.mount_line("writer", "/scratch");
         eprintln!("{what}: writer /scratch: {line}");
-        let host_files: Vec<String> = std::fs::read_dir(&host["scratch"])
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let host_files = file_names(&host["scratch"]);
         if runsc.label == "2024" {
             assert_eq!(sandbox_hint(&pod, "scratch"), ("tmpfs".into(), "pod".into()), "{what}");
             assert_eq!(fstype(&line), "tmpfs", "{what}: disk-backed sandbox tmpfs: {line}");
@@ -466,4 +460,9 @@ fn a_disk_empty_dir_the_shim_completed_to_tmpfs_works_on_both_runsc_releases() {
         }
         assert_eq!(std::fs::read_dir(&host["shared"]).unwrap().count(), 0, "{what}: the host tmpfs stays empty");
     }
+}
+
+/// The names in a host directory (a volume's directory, seen from outside the sandbox).
+fn file_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }

@@ -44,14 +44,34 @@ pub fn is_root() -> bool {
 /// Runs a command to completion, panicking with its output when it fails.
 pub fn run_ok(command: &mut Command) -> Output {
     let out = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert_success(&out, &format!("{command:?}"));
+    out
+}
+
+/// Runs a command with `input` on its stdin to completion, panicking with its output when it fails.
+pub fn run_ok_with_input(command: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, &format!("{command:?}"));
+    out
+}
+
+/// Panics with a command's output when it failed.
+pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{command:?} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 /// Polls `condition` until it holds, for at most `limit`: a readiness wait with a deadline, never a fixed sleep.

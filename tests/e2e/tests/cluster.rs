@@ -8,11 +8,11 @@
 //! Needs root and everything `tests/cluster up` builds; one cluster at a time (the tests serialise on a lock).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mount_hints_e2e::{is_root, wait_until, workspace};
+use mount_hints_e2e::{is_root, run_ok, run_ok_with_input, wait_until, workspace};
 
 /// One cluster at a time: they share the kubelet root, ports and the node's runsc.toml.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
@@ -70,41 +70,20 @@ impl Cluster {
 
     /// kubectl with `args`, which must succeed; its stdout.
     fn run(&self, args: &[&str]) -> String {
-        let out = self.kubectl().args(args).stdin(Stdio::null()).output().unwrap();
-        assert_success(&out, &format!("kubectl {}", args.join(" ")));
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(run_ok(self.kubectl().args(args)).stdout).unwrap()
+    }
+
+    /// kubectl with `args` and `input` on its stdin, which must succeed; its stdout.
+    fn run_with_input(&self, args: &[&str], input: &str) -> String {
+        String::from_utf8(run_ok_with_input(self.kubectl().args(args), input).stdout).unwrap()
     }
 
     fn apply(&self, yaml: &str) -> String {
-        let mut child = self
-            .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_success(&out, "kubectl apply");
-        String::from_utf8(out.stdout).unwrap()
+        self.run_with_input(&["apply", "-f", "-"], yaml)
     }
 
     fn create_dry_run(&self, yaml: &str) -> String {
-        let mut child = self
-            .kubectl()
-            .args(["create", "--dry-run=server", "-o", "json", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_success(&out, "kubectl create --dry-run=server");
-        String::from_utf8(out.stdout).unwrap()
+        self.run_with_input(&["create", "--dry-run=server", "-o", "json", "-f", "-"], yaml)
     }
 
     /// `sh -c script` in a container of a pod; its stdout.
@@ -166,16 +145,6 @@ impl Pod {
     fn empty_dir(&self, volume: &str) -> PathBuf {
         Path::new(KUBELET_ROOT).join("pods").join(&self.uid).join("volumes/kubernetes.io~empty-dir").join(volume)
     }
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The workload users run: an init container and two app containers sharing a Memory emptyDir, a disk
