@@ -188,6 +188,33 @@ spec:
     )
 }
 
+/// One container sleeping with a disk emptyDir `data` at /data; `pod_annotations` is a YAML flow mapping's body.
+fn one_volume_deployment(name: &str, runtime_class: Option<&str>, pod_annotations: &str) -> String {
+    let runtime_class = runtime_class.map(|c| format!("runtimeClassName: {c}")).unwrap_or_default();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}, annotations: {{{pod_annotations}}}}}
+    spec:
+      {runtime_class}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/busybox:test
+        imagePullPolicy: Never
+        command: ["sleep", "2147483647"]
+        volumeMounts: [{{name: data, mountPath: /data}}]
+      volumes:
+      - {{name: data, emptyDir: {{}}}}
+"#
+    )
+}
+
 /// The `/proc/mounts` line of a mount point inside a container.
 fn mount_line<'a>(mounts: &'a str, mount_point: &str) -> &'a str {
     mounts
@@ -345,52 +372,10 @@ fn the_shim_alone_on_runsc_2022_fails_a_disk_empty_dir() {
 #[test]
 fn authors_cannot_choose_a_host_path_and_other_pods_are_untouched() {
     let cluster = Cluster::up(Runsc::R2024, true);
-    cluster.apply(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sneaky, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: sneaky}}
-  template:
-    metadata:
-      labels: {app: sneaky}
-      annotations:
-        dev.gvisor.spec.mount.data.source: /etc
-        dev.gvisor.spec.mount.data.type: bind
-        dev.gvisor.spec.mount.data.share: container
-    spec:
-      runtimeClassName: gvisor
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: localhost/busybox:test
-        imagePullPolicy: Never
-        command: ["sleep", "2147483647"]
-        volumeMounts: [{name: data, mountPath: /data}]
-      volumes:
-      - {name: data, emptyDir: {}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: plain, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: plain}}
-  template:
-    metadata: {labels: {app: plain}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: localhost/busybox:test
-        imagePullPolicy: Never
-        command: ["sleep", "2147483647"]
-        volumeMounts: [{name: data, mountPath: /data}]
-      volumes:
-      - {name: data, emptyDir: {}}
-"#,
-    );
+    let author_hints = "dev.gvisor.spec.mount.data.source: /etc, dev.gvisor.spec.mount.data.type: bind, \
+                        dev.gvisor.spec.mount.data.share: container";
+    cluster.apply(&one_volume_deployment("sneaky", Some("gvisor"), author_hints));
+    cluster.apply(&one_volume_deployment("plain", None, ""));
     let sneaky = cluster.rolled_out_pod("sneaky");
     let annotations = cluster.run(&["get", "pod", &sneaky.name, "-o", "jsonpath={.metadata.annotations}"]);
     assert!(!annotations.contains("/etc"), "the author's source reached the stored pod: {annotations}");
