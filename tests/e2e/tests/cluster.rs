@@ -147,50 +147,10 @@ impl Pod {
     }
 }
 
-/// The workload users run: an init container and two app containers sharing a Memory emptyDir, a disk
-/// emptyDir and a Memory emptyDir at /dev/shm. `sleep` is PID 1 and ignores SIGTERM, so a short grace period
-/// keeps deletion quick.
-fn shared_volumes_deployment(name: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: default}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      runtimeClassName: gvisor
-      terminationGracePeriodSeconds: 1
-      initContainers:
-      - name: init
-        image: localhost/busybox:test
-        imagePullPolicy: Never
-        command: ["sh", "-c", "echo from-init > /mem/init && echo from-init > /disk/init && echo from-init > /dev/shm/init"]
-        volumeMounts: [{{name: mem, mountPath: /mem}}, {{name: disk, mountPath: /disk}}, {{name: dshm, mountPath: /dev/shm}}]
-      containers:
-      - name: writer
-        image: localhost/busybox:test
-        imagePullPolicy: Never
-        command: ["sh", "-c", "echo workload-started; exec sleep 2147483647"]
-        volumeMounts: [{{name: mem, mountPath: /mem}}, {{name: disk, mountPath: /disk}}, {{name: dshm, mountPath: /dev/shm}}]
-      - name: reader
-        image: localhost/busybox:test
-        imagePullPolicy: Never
-        command: ["sleep", "2147483647"]
-        volumeMounts: [{{name: mem, mountPath: /mem}}, {{name: disk, mountPath: /disk}}, {{name: dshm, mountPath: /dev/shm}}]
-      volumes:
-      - {{name: mem, emptyDir: {{medium: Memory}}}}
-      - {{name: disk, emptyDir: {{}}}}
-      - {{name: dshm, emptyDir: {{medium: Memory}}}}
-"#
-    )
-}
-
-/// One container sleeping with a disk emptyDir `data` at /data; `pod_annotations` is a YAML flow mapping's body.
-fn one_volume_deployment(name: &str, runtime_class: Option<&str>, pod_annotations: &str) -> String {
-    let runtime_class = runtime_class.map(|c| format!("runtimeClassName: {c}")).unwrap_or_default();
+/// A one-replica Deployment `name` in `default` whose pods carry `pod_annotations` (a YAML flow mapping's body)
+/// and run `pod_spec` (the lines under `spec:`, indented by 6). `sleep` as PID 1 ignores SIGTERM, so the pods
+/// get a one-second grace period: deletion stays quick.
+fn deployment(name: &str, pod_annotations: &str, pod_spec: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -201,9 +161,48 @@ spec:
   template:
     metadata: {{labels: {{app: {name}}}, annotations: {{{pod_annotations}}}}}
     spec:
-      {runtime_class}
       terminationGracePeriodSeconds: 1
+{pod_spec}"#
+    )
+}
+
+/// The workload users run: an init container and two app containers sharing a Memory emptyDir, a disk
+/// emptyDir and a Memory emptyDir at /dev/shm.
+fn shared_volumes_deployment(name: &str) -> String {
+    deployment(
+        name,
+        "",
+        r#"      runtimeClassName: gvisor
+      initContainers:
+      - name: init
+        image: localhost/busybox:test
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo from-init > /mem/init && echo from-init > /disk/init && echo from-init > /dev/shm/init"]
+        volumeMounts: [{name: mem, mountPath: /mem}, {name: disk, mountPath: /disk}, {name: dshm, mountPath: /dev/shm}]
       containers:
+      - name: writer
+        image: localhost/busybox:test
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo workload-started; exec sleep 2147483647"]
+        volumeMounts: [{name: mem, mountPath: /mem}, {name: disk, mountPath: /disk}, {name: dshm, mountPath: /dev/shm}]
+      - name: reader
+        image: localhost/busybox:test
+        imagePullPolicy: Never
+        command: ["sleep", "2147483647"]
+        volumeMounts: [{name: mem, mountPath: /mem}, {name: disk, mountPath: /disk}, {name: dshm, mountPath: /dev/shm}]
+      volumes:
+      - {name: mem, emptyDir: {medium: Memory}}
+      - {name: disk, emptyDir: {}}
+      - {name: dshm, emptyDir: {medium: Memory}}
+"#,
+    )
+}
+
+/// One container sleeping with a disk emptyDir `data` at /data.
+fn one_volume_deployment(name: &str, runtime_class: Option<&str>, pod_annotations: &str) -> String {
+    let runtime_class = runtime_class.map(|c| format!("      runtimeClassName: {c}\n")).unwrap_or_default();
+    let pod_spec = format!(
+        r#"{runtime_class}      containers:
       - name: app
         image: localhost/busybox:test
         imagePullPolicy: Never
@@ -212,7 +211,8 @@ spec:
       volumes:
       - {{name: data, emptyDir: {{}}}}
 "#
-    )
+    );
+    deployment(name, pod_annotations, &pod_spec)
 }
 
 /// The `/proc/mounts` line of a mount point inside a container.
