@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fixtures::{cri_annotations, shm_source, Runtime, TmpfsMount, SANDBOX_ID, UID};
-use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts};
+use fixtures::{cri_annotations, shm_source, webhook_annotations, Runtime, TmpfsMount, SANDBOX_ID, UID};
 use serde_json::{json, Value};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_mount-hints-hook");
@@ -233,6 +232,10 @@ impl<'a> Pod<'a> {
         std::fs::create_dir_all(pod.path("state")).unwrap();
         if let Setup::Runsc { hinted, .. } = setup {
             let annotations = if *hinted { webhook_annotations(POD) } else { BTreeMap::new() };
+            assert!(
+                !*hinted || annotations.keys().any(|k| k.starts_with("dev.gvisor.spec.mount.shared.")),
+                "{annotations:?}"
+            );
             let sandbox = pod.bundle(SANDBOX_ID, true, &["/bin/sleep", "3600"], &annotations);
             pod.create(SANDBOX_ID, &sandbox);
             for id in ["writer", "reader"] {
@@ -351,19 +354,6 @@ impl Drop for Pod<'_> {
         // Before the temporary directory is removed.
         self.memory.take();
     }
-}
-
-/// The annotations the webhook's mutation gives the Pod in `manifest`.
-fn webhook_annotations(manifest: &str) -> BTreeMap<String, String> {
-    let mut pod = mount_hints_webhook::preview::parse_documents(manifest, "manifest").unwrap().remove(0);
-    let facts: PodFacts = serde_json::from_value(pod.clone()).unwrap();
-    let settings = MutationSettings::default();
-    let mutation = mutate(&facts, &settings, &GvisorScope::from_settings(&settings));
-    json_patch::patch(&mut pod, &mutation.patch.0).unwrap();
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(pod["metadata"]["annotations"].clone()).unwrap_or_default();
-    assert!(annotations.keys().any(|k| k.starts_with("dev.gvisor.spec.mount.shared.")), "{annotations:?}");
-    annotations
 }
 
 /// The workloads, as they run inside a container. Each prints one JSON line of results.

@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use fixtures::{cri_annotations, Runtime, TmpfsMount, SANDBOX_ID, UID};
-use mount_hints_webhook::{mutate, GvisorScope, MutationSettings, PodFacts};
+use fixtures::{cri_annotations, webhook_annotations, Runtime, TmpfsMount, SANDBOX_ID, UID};
 use serde_json::{json, Value};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_mount-hints-hook");
@@ -47,16 +46,6 @@ fn runsc_versions() -> Vec<Runsc> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the runsc suite needs root");
     versions
-}
-
-/// The annotations the webhook's mutation gives the Pod in `manifest`.
-fn webhook_annotations(manifest: &str) -> BTreeMap<String, String> {
-    let mut pod = mount_hints_webhook::preview::parse_documents(manifest, "manifest").unwrap().remove(0);
-    let facts: PodFacts = serde_json::from_value(pod.clone()).unwrap();
-    let settings = MutationSettings::default();
-    let mutation = mutate(&facts, &settings, &GvisorScope::from_settings(&settings));
-    json_patch::patch(&mut pod, &mutation.patch.0).unwrap();
-    serde_json::from_value(pod["metadata"]["annotations"].clone()).unwrap_or_default()
 }
 
 /// One pod on one runsc: its node-side files, its runsc state, its containers, the tmpfs of its Memory
