@@ -5,6 +5,7 @@
 
 pub mod certs;
 mod error;
+pub mod logging;
 pub mod mutation;
 pub mod pod;
 pub mod preview;

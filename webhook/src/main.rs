@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mount_hints_webhook::certs::{self, CertRequest};
 use mount_hints_webhook::preview::{parse_documents, patch_report, preview_documents, yaml_stream, PreviewedDocument};
 use mount_hints_webhook::serve::{self, parse_duration, CertFiles, ClusterAccess, Limits, ServeConfig, TlsSource};
+use mount_hints_webhook::logging::{self, LogFormat};
 use mount_hints_webhook::{Error, GvisorScope, MutationSettings, SharePolicy};
 
 /// Mutating admission webhook that adds gVisor mount hints to Pods that run under gVisor.
@@ -92,12 +93,6 @@ struct ServeArgs {
     log_format: LogFormat,
     #[command(flatten)]
     settings: SettingsArgs,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
 }
 
 #[derive(Args)]
@@ -211,18 +206,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn serve_command(args: ServeArgs) -> Result<(), Error> {
-    init_logging(args.log_format);
+    logging::init(args.log_format);
     let mut settings = args.settings.load()?;
     if !args.runtime_handlers.is_empty() {
         settings.runtime_handlers = args.runtime_handlers.iter().cloned().collect();
