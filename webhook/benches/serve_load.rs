@@ -6,9 +6,13 @@
 //! The server runs pinned to CPU 1, this load generator to CPU 0. For each body (small: 1 container; medium: 2
 //! containers, 4 emptyDirs; large: 30 containers, 60 volumes) floor and webhook alternate `BENCH_PAIRS` times
 //! (default 5) at full load (16 connections, closed loop) and the median of the paired ratios is reported; then
-//! the webhook alone at a fixed 2,000 reviews/s over 4 connections (open loop, latency measured from the
+//! webhook and floor at a fixed 2,000 reviews/s over 4 connections (open loop, latency measured from the
 //! scheduled send time, so a stall counts in every request it delayed). The webhook logs as in production (one
 //! JSON line per patched review, to /dev/null here). Peak RSS is the largest VmHWM over all of its runs.
+//! Two columns say how far the machine itself can be trusted: the share of the server CPU's time the hypervisor
+//! took away (`steal` in /proc/stat) over the body's runs, and how late the generator sent at the fixed rate
+//! through no fault of the server (after both the due time and the previous reply on that connection): a
+//! fixed-rate tail no smaller than that lateness says nothing about the server.
 //! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate;
 //! `MOUNT_HINTS_WEBHOOK_BIN` runs another build of the webhook in the same harness.
 
@@ -58,14 +62,15 @@ fn main() {
     write_issued(dir.path(), &certs).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 
-    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of {pairs} pairs) [all] | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {rate}/s: achieved, p50 / p99 / p99.9 ms |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of {pairs} pairs) [all] | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {rate}/s: achieved, p50 / p99 / p99.9 ms | floor at {rate}/s: p50 / p99 / p99.9 ms | generator late at {rate}/s, p99 / p99.9 ms | server CPU stolen |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, body) in BODIES {
         let body = Bytes::from(body);
         let mut ratios = Vec::new();
         let (mut floor_best, mut hook_best): (Option<Run>, Option<Run>) = (None, None);
         let mut peak_rss = 0.0f64;
         let mut paired_floor = f64::NAN;
+        let stolen = Steal::start(SERVER_CPU);
         for _ in 0..pairs {
             for floor in [true, false] {
                 let server = Server::start(floor, dir.path());
@@ -88,23 +93,37 @@ fn main() {
             }
         }
         ratios.sort_by(f64::total_cmp);
-        let server = Server::start(false, dir.path());
-        let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
-        let fixed = runtime.block_on(open_loop(&client, &body, rate, Duration::from_secs(secs.max(5) * 2)));
-        peak_rss = peak_rss.max(server.peak_rss_mib());
-        drop(server);
-        assert_eq!(fixed.errors, 0, "{name}: failed requests at {rate}/s");
+        // The fixed rate against the floor too: its tail is what the machine adds to any server.
+        let (mut fixed, mut floor_fixed) = (None, None);
+        for floor in [true, false] {
+            let server = Server::start(floor, dir.path());
+            let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
+            let run = runtime.block_on(open_loop(&client, &body, rate, Duration::from_secs(secs.max(5) * 2)));
+            assert_eq!(run.errors, 0, "{name}: failed requests at {rate}/s");
+            if floor {
+                floor_fixed = Some(run);
+            } else {
+                peak_rss = peak_rss.max(server.peak_rss_mib());
+                fixed = Some(run);
+            }
+        }
+        let (fixed, floor_fixed) = (fixed.unwrap(), floor_fixed.unwrap());
         let (floor, hook) = (floor_best.unwrap(), hook_best.unwrap());
         let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let late = Run::new(fixed.late.clone(), 0, Duration::from_secs(1));
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} [{}] | {} | {peak_rss:.1} | {:.0}/s, {} |",
+            "| {name} | {:.0} | {:.0} | {:.2} [{}] | {} | {peak_rss:.1} | {:.0}/s, {} | {} | {:.3} / {:.3} | {:.1}% |",
             floor.rps,
             hook.rps,
             ratios[ratios.len() / 2],
             all.join(" "),
             hook.percentiles(),
             fixed.rps,
-            fixed.percentiles()
+            fixed.percentiles(),
+            floor_fixed.percentiles(),
+            late.percentile(99.0),
+            late.percentile(99.9),
+            stolen.percent()
         );
     }
 }
@@ -114,16 +133,21 @@ struct Run {
     rps: f64,
     errors: usize,
     micros: Vec<u64>,
+    /// Open loop only: how late each request was sent for reasons of the generator's own (see the module docs).
+    late: Vec<u64>,
 }
 
 impl Run {
     fn new(mut micros: Vec<u64>, errors: usize, elapsed: Duration) -> Run {
         micros.sort_unstable();
-        Run { rps: micros.len() as f64 / elapsed.as_secs_f64(), errors, micros }
+        Run { rps: micros.len() as f64 / elapsed.as_secs_f64(), errors, micros, late: Vec::new() }
     }
 
     fn percentile(&self, p: f64) -> f64 {
         let n = self.micros.len();
+        if n == 0 {
+            return f64::NAN;
+        }
         let i = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
         self.micros[i] as f64 / 1000.0
     }
@@ -147,7 +171,7 @@ async fn closed_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Ru
             loop {
                 let sent = Instant::now();
                 if sent >= end {
-                    return (micros, errors);
+                    return (micros, errors, Vec::new());
                 }
                 match conn.post("/mutate", "application/json", body.clone()).await {
                     Ok((200, _)) if sent >= start => micros.push(sent.elapsed().as_micros() as u64),
@@ -172,8 +196,9 @@ async fn open_loop(client: &TlsClient, body: &Bytes, rate: u64, duration: Durati
         let body = body.clone();
         let first = t0 + interval * c as u32 / RATE_CONNECTIONS as u32;
         tasks.push(tokio::spawn(async move {
-            let (mut micros, mut errors) = (Vec::new(), 0);
+            let (mut micros, mut errors, mut late) = (Vec::new(), 0, Vec::new());
             let mut due = first;
+            let mut previous_reply = t0;
             while due < t0 + warm_up + duration {
                 // The timer wheel has millisecond resolution: sleep most of the way, then yield until due, so
                 // the schedule itself adds no latency.
@@ -181,27 +206,72 @@ async fn open_loop(client: &TlsClient, body: &Bytes, rate: u64, duration: Durati
                 while Instant::now() < due {
                     tokio::task::yield_now().await;
                 }
+                let generator_late = previous_reply.max(due).elapsed();
                 match conn.post("/mutate", "application/json", body.clone()).await {
-                    Ok((200, _)) if due >= t0 + warm_up => micros.push(due.elapsed().as_micros() as u64),
+                    Ok((200, _)) if due >= t0 + warm_up => {
+                        micros.push(due.elapsed().as_micros() as u64);
+                        late.push(generator_late.as_micros() as u64);
+                    }
                     Ok((200, _)) => {}
                     _ => errors += 1,
                 }
+                previous_reply = Instant::now();
                 due += interval;
             }
-            (micros, errors)
+            (micros, errors, late)
         }));
     }
     collect(tasks, duration).await
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>, duration: Duration) -> Run {
-    let (mut all, mut errors) = (Vec::new(), 0);
+type Measured = (Vec<u64>, usize, Vec<u64>);
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Measured>>, duration: Duration) -> Run {
+    let (mut all, mut errors, mut all_late) = (Vec::new(), 0, Vec::new());
     for task in tasks {
-        let (micros, e) = task.await.unwrap();
+        let (micros, e, late) = task.await.unwrap();
         all.extend(micros);
         errors += e;
+        all_late.extend(late);
     }
-    Run::new(all, errors, duration)
+    all_late.sort_unstable();
+    Run { late: all_late, ..Run::new(all, errors, duration) }
+}
+
+/// The CPU the servers are pinned to.
+const SERVER_CPU: usize = 1;
+
+/// The share of one CPU's time the hypervisor gave to others (`steal` in /proc/stat) since `start`.
+struct Steal {
+    cpu: usize,
+    at_start: (u64, u64),
+}
+
+impl Steal {
+    fn start(cpu: usize) -> Steal {
+        Steal { cpu, at_start: Steal::read(cpu) }
+    }
+
+    /// (all ticks, stolen ticks) of the CPU so far; zeros where /proc/stat has no such line.
+    fn read(cpu: usize) -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let name = format!("cpu{cpu}");
+        let Some(line) = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())) else {
+            return (0, 0);
+        };
+        // user nice system idle iowait irq softirq steal (guest time is already inside user).
+        let ticks: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+        (ticks.iter().sum(), ticks.get(7).copied().unwrap_or(0))
+    }
+
+    fn percent(&self) -> f64 {
+        let (total, stolen) = Steal::read(self.cpu);
+        let (total, stolen) = (total - self.at_start.0, stolen - self.at_start.1);
+        if total == 0 {
+            return f64::NAN;
+        }
+        stolen as f64 * 100.0 / total as f64
+    }
 }
 
 /// A server process pinned to CPU 1: the real binary, or this bench re-executed as the floor.
@@ -215,7 +285,7 @@ impl Server {
         let port = free_port();
         let health = free_port();
         let mut command = Command::new("taskset");
-        command.args(["-c", "1"]);
+        command.args(["-c", &SERVER_CPU.to_string()]);
         if floor {
             command.arg(std::env::current_exe().unwrap()).arg("--floor-server").arg(certs).arg(port.to_string());
         } else {
