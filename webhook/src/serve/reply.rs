@@ -1,14 +1,13 @@
 //! The AdmissionReview reply, written once into a buffer of exactly its size: the same writer runs twice, first
-//! counting bytes, then writing them. The patch goes through base64 straight into the reply (no intermediate
-//! JSON copy), and what the API server would drop anyway is capped here: it keeps only a few KB of warnings, and
-//! audit annotations end up in every audit event. The mutation's full lists stay available to `preview`.
+//! counting bytes, then writing them. The patch is serialized once and base64-encoded in one call into the reply
+//! (serializing it twice, to count and then to write through a streaming encoder, cost more than the copy), and
+//! what the API server would drop anyway is capped here: it keeps only a few KB of warnings, and audit annotations
+//! end up in every audit event. The mutation's full lists stay available to `preview`.
 
 use std::fmt::{self, Display, Write as _};
-use std::io;
 
 use base64::engine::general_purpose::STANDARD;
-use base64::write::EncoderWriter;
-use json_patch::Patch;
+use base64::Engine as _;
 use serde::Serialize;
 
 use super::admission::ReviewVersion;
@@ -53,16 +52,18 @@ impl<'a> ReviewReply<'a> {
     }
 
     pub fn to_vec(self) -> Vec<u8> {
-        let patch_len = self.mutation.map(|m| &m.patch).filter(|p| !p.0.is_empty()).map(json_len);
+        let patch = self.mutation.map(|m| &m.patch).filter(|p| !p.0.is_empty());
+        let patch_json = patch.map(|p| serde_json::to_vec(p).expect("a JSON Patch always serializes"));
+        let patch_json = patch_json.as_deref();
         let mut size = Measure(0);
-        self.write(&mut size, patch_len);
+        self.write(&mut size, patch_json);
         let mut out = Vec::with_capacity(size.0);
-        self.write(&mut out, patch_len);
+        self.write(&mut out, patch_json);
         debug_assert_eq!(out.len(), size.0, "the measured size is the written size");
         out
     }
 
-    fn write(&self, out: &mut impl Sink, patch_len: Option<usize>) {
+    fn write(&self, out: &mut impl Sink, patch_json: Option<&[u8]>) {
         out.raw("{\"apiVersion\":\"");
         out.raw(self.version.api_version());
         out.raw("\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
@@ -87,9 +88,9 @@ impl<'a> ReviewReply<'a> {
             out.raw("}}");
             return;
         };
-        if let Some(len) = patch_len {
+        if let Some(json) = patch_json {
             out.raw(",\"patchType\":\"JSONPatch\",\"patch\":\"");
-            out.base64_json(&mutation.patch, len);
+            out.base64(json);
             out.raw("\"");
         }
         if !mutation.audit.is_empty() {
@@ -148,8 +149,8 @@ trait Sink {
     fn string(&mut self, s: &str);
     /// A JSON string holding `value`'s text, escaped as it is written (no intermediate String).
     fn display(&mut self, value: &dyn Display);
-    /// The JSON of `patch` (`json_len` bytes), base64-encoded, without quotes.
-    fn base64_json(&mut self, patch: &Patch, json_len: usize);
+    /// `bytes`, base64-encoded, without quotes.
+    fn base64(&mut self, bytes: &[u8]);
 }
 
 struct Measure(usize);
@@ -173,8 +174,8 @@ impl Sink for Measure {
         write!(count, "{value}").expect("counting cannot fail");
         self.0 += count.0;
     }
-    fn base64_json(&mut self, _: &Patch, json_len: usize) {
-        self.0 += json_len.div_ceil(3) * 4;
+    fn base64(&mut self, bytes: &[u8]) {
+        self.0 += base64_len(bytes);
     }
 }
 
@@ -194,34 +195,17 @@ impl Sink for Vec<u8> {
         }
         serde_json::to_writer(&mut *self, &AsString(value)).expect("writing to a Vec cannot fail");
     }
-    fn base64_json(&mut self, patch: &Patch, json_len: usize) {
-        // serde_json writes token by token; the encoder's cost is per write, so it gets the text in blocks.
-        let encoder = EncoderWriter::new(&mut *self, &STANDARD);
-        let mut blocks = io::BufWriter::with_capacity(json_len.min(BASE64_BLOCK), encoder);
-        serde_json::to_writer(&mut blocks, patch).expect("a JSON Patch always serializes");
-        let mut encoder = blocks.into_inner().map_err(|e| e.into_error()).expect("writing to a Vec cannot fail");
-        encoder.finish().expect("writing to a Vec cannot fail");
+    fn base64(&mut self, bytes: &[u8]) {
+        let start = self.len();
+        self.resize(start + base64_len(bytes), 0);
+        let written = STANDARD.encode_slice(bytes, &mut self[start..]).expect("the space was sized for it");
+        debug_assert_eq!(start + written, self.len());
     }
 }
 
-/// How much patch text the base64 encoder gets at once (a multiple of 3: no carry between blocks).
-const BASE64_BLOCK: usize = 3 * 1024;
-
-/// The length of the JSON text of `patch`.
-fn json_len(patch: &Patch) -> usize {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, patch).expect("a JSON Patch always serializes");
-    count.0
+/// The length of `bytes` in padded base64.
+fn base64_len(bytes: &[u8]) -> usize {
+    bytes.len().div_ceil(3) * 4
 }
 
 /// The length of `s` inside a JSON string as serde_json escapes it: `"` and `\` take two bytes, control
@@ -243,7 +227,7 @@ mod tests {
 
     use base64::Engine;
     use json_patch::jsonptr::PointerBuf;
-    use json_patch::{PatchOperation, RemoveOperation};
+    use json_patch::{Patch, PatchOperation, RemoveOperation};
     use proptest::prelude::*;
     use serde_json::Value;
 
@@ -337,6 +321,13 @@ mod tests {
             prop_assert_eq!(bytes.capacity(), bytes.len());
             let reply: Value = serde_json::from_slice(&bytes).unwrap();
             prop_assert_eq!(reply["response"]["uid"].as_str(), Some(uid.as_str()));
+            match reply["response"]["patch"].as_str() {
+                Some(encoded) => {
+                    let patch: Patch = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();
+                    prop_assert_eq!(&patch, &mutation.patch);
+                }
+                None => prop_assert!(mutation.patch.0.is_empty()),
+            }
             for (key, value) in &mutation.audit {
                 let written = reply["response"]["auditAnnotations"][key].as_str().unwrap();
                 if value.len() <= MAX_AUDIT_VALUE {
