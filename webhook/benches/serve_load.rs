@@ -110,7 +110,6 @@ fn main() {
         let (fixed, floor_fixed) = (fixed.unwrap(), floor_fixed.unwrap());
         let (floor, hook) = (floor_best.unwrap(), hook_best.unwrap());
         let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let late = Run::new(fixed.late.clone(), 0, Duration::from_secs(1));
         println!(
             "| {name} | {:.0} | {:.0} | {:.2} [{}] | {} | {peak_rss:.1} | {:.0}/s, {} | {} | {:.3} / {:.3} | {:.1}% |",
             floor.rps,
@@ -121,8 +120,8 @@ fn main() {
             fixed.rps,
             fixed.percentiles(),
             floor_fixed.percentiles(),
-            late.percentile(99.0),
-            late.percentile(99.9),
+            percentile(&fixed.late, 99.0),
+            percentile(&fixed.late, 99.9),
             stolen.percent()
         );
     }
@@ -143,18 +142,20 @@ impl Run {
         Run { rps: micros.len() as f64 / elapsed.as_secs_f64(), errors, micros, late: Vec::new() }
     }
 
-    fn percentile(&self, p: f64) -> f64 {
-        let n = self.micros.len();
-        if n == 0 {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
-        self.micros[i] as f64 / 1000.0
-    }
-
     fn percentiles(&self) -> String {
-        format!("{:.3} / {:.3} / {:.3}", self.percentile(50.0), self.percentile(99.0), self.percentile(99.9))
+        let at = |p| percentile(&self.micros, p);
+        format!("{:.3} / {:.3} / {:.3}", at(50.0), at(99.0), at(99.9))
     }
+}
+
+/// The `p`th percentile of sorted microseconds, in milliseconds.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
+    sorted[i] as f64 / 1000.0
 }
 
 /// Every connection sends its next request as soon as the previous answer arrived.
