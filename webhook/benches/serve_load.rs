@@ -8,12 +8,21 @@
 //! (default 5) at full load (16 connections, closed loop) and the median of the paired ratios is reported; then
 //! webhook and floor at a fixed 2,000 reviews/s over 4 connections (open loop, latency measured from the
 //! scheduled send time, so a stall counts in every request it delayed). The webhook logs as in production (one
-//! JSON line per patched review, to /dev/null here). Peak RSS is the largest VmHWM over all of its runs.
+//! JSON line per patched review) into a pipe that the bench drains, as a container runtime's log reader does.
+//! Peak RSS is the largest VmHWM over all of its runs.
 //! Two columns say how far the machine itself can be trusted: the share of the server CPU's time the hypervisor
 //! took away (`steal` in /proc/stat) over the body's runs, and how late the generator sent at the fixed rate
 //! through no fault of the server (after both the due time and the previous reply on that connection): a
 //! fixed-rate tail no smaller than that lateness says nothing about the server.
-//! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate;
+//! Two more stand-ins run in every pair, to bound what any webhook on this stack could reach: `validate` (the
+//! floor, but it first checks the body is JSON with serde_json, reading nothing: the least a webhook that
+//! refuses malformed bodies must do) and `facts` (the floor, but it first decodes the fields the mutation reads,
+//! borrowed, as the webhook does). Their paired ratios are ceilings: the webhook cannot beat them without a
+//! faster JSON reader, whatever its rules cost. The server's CPU time per review (user + system, all threads,
+//! from /proc/<pid>/stat over the whole run, warm-up included) is printed for the floor and the webhook: it
+//! moves far less than the ratios on a shared machine.
+//! `BENCH_SECS` sets the length of each measured run (default 5); `BENCH_RATE` the fixed rate; `BENCH_BODIES`
+//! which bodies (a comma-separated list, default all);
 //! `MOUNT_HINTS_WEBHOOK_BIN` runs another build of the webhook in the same harness.
 
 #[path = "../tests/support/mod.rs"]
@@ -31,7 +40,10 @@ use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bytes::Bytes;
 use mount_hints_webhook::certs::write_issued;
+use mount_hints_webhook::pod::{PodFacts, Text};
 use mount_hints_webhook::serve::{server_config, CertFiles, CertStore};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use support::{free_port, http_get, TlsClient};
 
 const BODIES: [(&str, &str); 3] = [
@@ -45,7 +57,8 @@ const RATE_CONNECTIONS: usize = 4;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--floor-server") {
-        return run_floor(Path::new(&args[i + 1]), args[i + 2].parse().unwrap());
+        let work = StandIn::parse(&args[i + 3]);
+        return run_floor(Path::new(&args[i + 1]), args[i + 2].parse().unwrap(), work);
     }
     if args.iter().any(|a| a == "--list") || args.iter().any(|a| a == "--test") {
         return; // `cargo test --benches` / `--list` probes: nothing to do.
@@ -62,45 +75,65 @@ fn main() {
     write_issued(dir.path(), &certs).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 
-    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of {pairs} pairs) [all] | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {rate}/s: achieved, p50 / p99 / p99.9 ms | floor at {rate}/s: p50 / p99 / p99.9 ms | generator late at {rate}/s, p99 / p99.9 ms | server CPU stolen |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| body | floor reviews/s | webhook reviews/s | ratio (median of {pairs} pairs) [all] | ceilings: validate, facts (median ratios) | server CPU µs per review, user + system: floor, webhook | webhook p50 / p99 / p99.9 ms at full load | webhook peak RSS MiB | at {rate}/s: achieved, p50 / p99 / p99.9 ms | floor at {rate}/s: p50 / p99 / p99.9 ms | generator late at {rate}/s, p99 / p99.9 ms | server CPU stolen |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let only = std::env::var("BENCH_BODIES").ok();
     for (name, body) in BODIES {
+        if only.as_deref().is_some_and(|only| !only.split(',').any(|b| b == name)) {
+            continue;
+        }
         let body = Bytes::from(body);
         let mut ratios = Vec::new();
+        let mut ceilings = [Vec::new(), Vec::new()];
         let (mut floor_best, mut hook_best): (Option<Run>, Option<Run>) = (None, None);
         let mut peak_rss = 0.0f64;
         let mut paired_floor = f64::NAN;
         let stolen = Steal::start(SERVER_CPU);
         for _ in 0..pairs {
-            for floor in [true, false] {
-                let server = Server::start(floor, dir.path());
+            for kind in [
+                Kind::StandIn(StandIn::Floor),
+                Kind::StandIn(StandIn::Validate),
+                Kind::StandIn(StandIn::Facts),
+                Kind::Webhook,
+            ] {
+                let server = Server::start(kind, dir.path());
                 let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
-                let run = runtime.block_on(closed_loop(&client, &body, Duration::from_secs(secs)));
-                if !floor {
+                let cpu = server.cpu_time();
+                let mut run = runtime.block_on(closed_loop(&client, &body, Duration::from_secs(secs)));
+                run.cpu_per_reply = server.cpu_since(cpu, run.replies);
+                if kind == Kind::Webhook {
                     peak_rss = peak_rss.max(server.peak_rss_mib());
                 }
                 drop(server);
                 assert_eq!(run.errors, 0, "{name}: failed requests");
-                let best = if floor { &mut floor_best } else { &mut hook_best };
+                let best = match kind {
+                    Kind::StandIn(StandIn::Floor) => &mut floor_best,
+                    Kind::Webhook => &mut hook_best,
+                    Kind::StandIn(_) => &mut None,
+                };
                 if best.as_ref().is_none_or(|b| b.rps < run.rps) {
                     *best = Some(run.clone());
                 }
-                if floor {
-                    paired_floor = run.rps;
-                } else {
-                    ratios.push(run.rps / paired_floor);
+                match kind {
+                    Kind::StandIn(StandIn::Floor) => paired_floor = run.rps,
+                    Kind::StandIn(StandIn::Validate) => ceilings[0].push(run.rps / paired_floor),
+                    Kind::StandIn(StandIn::Facts) => ceilings[1].push(run.rps / paired_floor),
+                    Kind::Webhook => ratios.push(run.rps / paired_floor),
                 }
             }
         }
         ratios.sort_by(f64::total_cmp);
+        for c in &mut ceilings {
+            c.sort_by(f64::total_cmp);
+        }
         // The fixed rate against the floor too: its tail is what the machine adds to any server.
         let (mut fixed, mut floor_fixed) = (None, None);
-        for floor in [true, false] {
-            let server = Server::start(floor, dir.path());
+        for kind in [Kind::StandIn(StandIn::Floor), Kind::Webhook] {
+            let server = Server::start(kind, dir.path());
             let client = TlsClient::new(&certs.ca_cert_pem, server.addr);
             let run = runtime.block_on(open_loop(&client, &body, rate, Duration::from_secs(secs.max(5) * 2)));
             assert_eq!(run.errors, 0, "{name}: failed requests at {rate}/s");
-            if floor {
+            if kind != Kind::Webhook {
                 floor_fixed = Some(run);
             } else {
                 peak_rss = peak_rss.max(server.peak_rss_mib());
@@ -111,11 +144,17 @@ fn main() {
         let (floor, hook) = (floor_best.unwrap(), hook_best.unwrap());
         let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} [{}] | {} | {peak_rss:.1} | {:.0}/s, {} | {} | {:.3} / {:.3} | {:.1}% |",
+            "| {name} | {:.0} | {:.0} | {:.2} [{}] | {:.2}, {:.2} | {:.1} + {:.1}, {:.1} + {:.1} | {} | {peak_rss:.1} | {:.0}/s, {} | {} | {:.3} / {:.3} | {:.1}% |",
             floor.rps,
             hook.rps,
             ratios[ratios.len() / 2],
             all.join(" "),
+            ceilings[0][ceilings[0].len() / 2],
+            ceilings[1][ceilings[1].len() / 2],
+            floor.cpu_per_reply.0,
+            floor.cpu_per_reply.1,
+            hook.cpu_per_reply.0,
+            hook.cpu_per_reply.1,
             hook.percentiles(),
             fixed.rps,
             fixed.percentiles(),
@@ -134,12 +173,17 @@ struct Run {
     micros: Vec<u64>,
     /// Open loop only: how late each request was sent for reasons of the generator's own (see the module docs).
     late: Vec<u64>,
+    /// Every reply, the warm-up's too: what the server's CPU time over the whole run was spent on.
+    replies: usize,
+    /// The server's user and system CPU time per reply, in µs, over the whole run.
+    cpu_per_reply: (f64, f64),
 }
 
 impl Run {
     fn new(mut micros: Vec<u64>, errors: usize, elapsed: Duration) -> Run {
         micros.sort_unstable();
-        Run { rps: micros.len() as f64 / elapsed.as_secs_f64(), errors, micros, late: Vec::new() }
+        let rps = micros.len() as f64 / elapsed.as_secs_f64();
+        Run { rps, errors, replies: micros.len(), micros, late: Vec::new(), cpu_per_reply: (f64::NAN, f64::NAN) }
     }
 
     fn percentiles(&self) -> String {
@@ -168,15 +212,15 @@ async fn closed_loop(client: &TlsClient, body: &Bytes, duration: Duration) -> Ru
         let mut conn = client.connect().await.unwrap();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut micros, mut errors) = (Vec::new(), 0);
+            let (mut micros, mut errors, mut warm_up_replies) = (Vec::new(), 0, 0);
             loop {
                 let sent = Instant::now();
                 if sent >= end {
-                    return (micros, errors, Vec::new());
+                    return Measured { micros, errors, late: Vec::new(), warm_up_replies };
                 }
                 match conn.post("/mutate", "application/json", body.clone()).await {
                     Ok((200, _)) if sent >= start => micros.push(sent.elapsed().as_micros() as u64),
-                    Ok((200, _)) => {}
+                    Ok((200, _)) => warm_up_replies += 1,
                     _ => errors += 1,
                 }
             }
@@ -197,7 +241,7 @@ async fn open_loop(client: &TlsClient, body: &Bytes, rate: u64, duration: Durati
         let body = body.clone();
         let first = t0 + interval * c as u32 / RATE_CONNECTIONS as u32;
         tasks.push(tokio::spawn(async move {
-            let (mut micros, mut errors, mut late) = (Vec::new(), 0, Vec::new());
+            let (mut micros, mut errors, mut late, mut warm_up_replies) = (Vec::new(), 0, Vec::new(), 0);
             let mut due = first;
             let mut previous_reply = t0;
             while due < t0 + warm_up + duration {
@@ -213,30 +257,37 @@ async fn open_loop(client: &TlsClient, body: &Bytes, rate: u64, duration: Durati
                         micros.push(due.elapsed().as_micros() as u64);
                         late.push(generator_late.as_micros() as u64);
                     }
-                    Ok((200, _)) => {}
+                    Ok((200, _)) => warm_up_replies += 1,
                     _ => errors += 1,
                 }
                 previous_reply = Instant::now();
                 due += interval;
             }
-            (micros, errors, late)
+            Measured { micros, errors, late, warm_up_replies }
         }));
     }
     collect(tasks, duration).await
 }
 
-type Measured = (Vec<u64>, usize, Vec<u64>);
+/// One connection's share of a run.
+struct Measured {
+    micros: Vec<u64>,
+    errors: usize,
+    late: Vec<u64>,
+    warm_up_replies: usize,
+}
 
 async fn collect(tasks: Vec<tokio::task::JoinHandle<Measured>>, duration: Duration) -> Run {
-    let (mut all, mut errors, mut all_late) = (Vec::new(), 0, Vec::new());
+    let (mut all, mut errors, mut all_late, mut replies) = (Vec::new(), 0, Vec::new(), 0);
     for task in tasks {
-        let (micros, e, late) = task.await.unwrap();
-        all.extend(micros);
-        errors += e;
-        all_late.extend(late);
+        let measured = task.await.unwrap();
+        replies += measured.micros.len() + measured.warm_up_replies;
+        all.extend(measured.micros);
+        errors += measured.errors;
+        all_late.extend(measured.late);
     }
     all_late.sort_unstable();
-    Run { late: all_late, ..Run::new(all, errors, duration) }
+    Run { late: all_late, replies, ..Run::new(all, errors, duration) }
 }
 
 /// The CPU the servers are pinned to.
@@ -275,20 +326,83 @@ impl Steal {
     }
 }
 
-/// A server process pinned to CPU 1: the real binary, or this bench re-executed as the floor.
+/// Which server a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Webhook,
+    StandIn(StandIn),
+}
+
+/// This bench re-executed as a server on the webhook's stack that answers a constant reply after `StandIn`'s work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StandIn {
+    /// Nothing: the stack's own cost.
+    Floor,
+    /// Check the body is JSON, reading nothing.
+    Validate,
+    /// Decode the pod fields the mutation reads, borrowed from the body, and skip the rest.
+    Facts,
+}
+
+impl StandIn {
+    fn arg(self) -> &'static str {
+        match self {
+            StandIn::Floor => "floor",
+            StandIn::Validate => "validate",
+            StandIn::Facts => "facts",
+        }
+    }
+
+    fn parse(arg: &str) -> StandIn {
+        [StandIn::Floor, StandIn::Validate, StandIn::Facts].into_iter().find(|w| w.arg() == arg).expect("a stand-in")
+    }
+
+    /// Whether the body passes this stand-in's work; the floor takes anything.
+    fn accepts(self, body: &[u8]) -> bool {
+        // As the webhook reads a body: checked as UTF-8 in bulk, then parsed as text.
+        let text = || std::str::from_utf8(body).ok();
+        match self {
+            StandIn::Floor => true,
+            StandIn::Validate => text().is_some_and(|t| serde_json::from_str::<IgnoredAny>(t).is_ok()),
+            StandIn::Facts => {
+                let review = text().and_then(|t| serde_json::from_str::<ReviewFacts<'_>>(t).ok());
+                // Kept alive to the end, as the webhook's answer keeps them.
+                review.map(|r| std::hint::black_box((r.request.uid, r.request.object))).is_some()
+            }
+        }
+    }
+}
+
+/// What the `facts` stand-in decodes: the uid and the pod's facts, every other field skipped.
+#[derive(Deserialize)]
+struct ReviewFacts<'a> {
+    #[serde(borrow)]
+    request: RequestFacts<'a>,
+}
+
+#[derive(Deserialize)]
+struct RequestFacts<'a> {
+    #[serde(borrow)]
+    uid: Text<'a>,
+    #[serde(borrow)]
+    object: PodFacts<Text<'a>>,
+}
+
+/// A server process pinned to CPU 1: the real binary, or this bench re-executed as a stand-in.
 struct Server {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Server {
-    fn start(floor: bool, certs: &Path) -> Server {
+    fn start(kind: Kind, certs: &Path) -> Server {
         let port = free_port();
         let health = free_port();
         let mut command = Command::new("taskset");
         command.args(["-c", &SERVER_CPU.to_string()]);
-        if floor {
+        if let Kind::StandIn(work) = kind {
             command.arg(std::env::current_exe().unwrap()).arg("--floor-server").arg(certs).arg(port.to_string());
+            command.arg(work.arg());
         } else {
             // `MOUNT_HINTS_WEBHOOK_BIN`: another build of the webhook, to compare (same harness, same floor).
             let binary = std::env::var_os("MOUNT_HINTS_WEBHOOK_BIN")
@@ -303,14 +417,20 @@ impl Server {
                 .arg(certs.join("tls.key"))
                 .env_remove("RUST_LOG");
         }
-        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // The webhook's log goes where a container runtime takes it: a pipe that a reader drains (on the
+        // generator's CPU), not /dev/null, so that what a log write costs the server is counted.
+        let stderr = if kind == Kind::Webhook { Stdio::piped() } else { Stdio::null() };
+        let mut child = command.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
+        if let Some(mut log) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        }
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(start.elapsed() < Duration::from_secs(20), "server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        if !floor {
+        if kind == Kind::Webhook {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let health: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
             while rt.block_on(http_get(health, "/readyz")).map(|r| r.0).unwrap_or(0) != 200 {
@@ -318,6 +438,25 @@ impl Server {
             }
         }
         Server { child, addr }
+    }
+
+    /// The server's (user, system) CPU time so far, all threads, in clock ticks.
+    fn cpu_time(&self) -> (u64, u64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The command name may hold spaces; the fields after it are plain numbers. utime and stime are the
+        // 14th and 15th fields, so the 12th and 13th after the name.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let mut fields = after_name.split_whitespace().skip(11).map(|f| f.parse::<u64>().unwrap_or(0));
+        (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
+    }
+
+    /// (user, system) µs per reply since `start`.
+    fn cpu_since(&self, start: (u64, u64), replies: usize) -> (f64, f64) {
+        // SAFETY: sysconf reads a constant.
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let now = self.cpu_time();
+        let per_reply = |ticks: u64| ticks as f64 * 1e6 / ticks_per_sec / replies.max(1) as f64;
+        (per_reply(now.0 - start.0), per_reply(now.1 - start.1))
     }
 
     fn peak_rss_mib(&self) -> f64 {
@@ -337,8 +476,8 @@ impl Drop for Server {
     }
 }
 
-/// The floor: the webhook's own TLS configuration and server stack, a constant reply, no decoding.
-fn run_floor(certs: &Path, port: u16) {
+/// The floor and the other stand-ins: the webhook's own TLS configuration and server stack, a constant reply.
+fn run_floor(certs: &Path, port: u16, work: StandIn) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = Arc::new(CertStore::default());
     let files = CertFiles { cert: certs.join("tls.crt"), key: certs.join("tls.key") };
@@ -353,7 +492,10 @@ fn run_floor(certs: &Path, port: u16) {
             listener.set_nonblocking(true).unwrap();
             let app = Router::new().route(
                 "/mutate",
-                post(|_body: Bytes| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], REPLY) }),
+                post(move |body: Bytes| async move {
+                    assert!(work.accepts(&body), "the bench sent a body the {} stand-in refuses", work.arg());
+                    ([(axum::http::header::CONTENT_TYPE, "application/json")], REPLY)
+                }),
             );
             axum_server::from_tcp(listener)
                 .unwrap()

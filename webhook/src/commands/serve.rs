@@ -78,7 +78,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Error> {
-    logging::init(args.log_format);
+    let log = logging::init(args.log_format);
     let mut settings = args.settings.load()?;
     if !args.runtime_handlers.is_empty() {
         settings.runtime_handlers = args.runtime_handlers.iter().cloned().collect();
@@ -116,6 +116,8 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         let running = serve::start(config).await?;
         tracing::info!(addr = %running.addr, health = %running.health_addr, "serving");
         if running.self_signed_pem.is_some() {
+            // After the "serving" line, not before it.
+            log.flush();
             let port = running.addr.port();
             eprintln!(
                 "mount-hints-webhook: serving https://localhost:{port}/mutate with an in-memory self-signed certificate \

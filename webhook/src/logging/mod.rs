@@ -5,7 +5,9 @@
 //! line buffer: the generic formatter serializes token by token through an `io::Write` adapter that re-checks
 //! UTF-8 on every token and allocates a fresh timestamp string, which made the per-review line cost about as much
 //! as the mutation of a small pod. Strings are still escaped by serde_json; only the already-escaped pieces are
-//! joined here.
+//! joined here. Lines reach stderr in batches (see [`batch`]).
+
+mod batch;
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -26,14 +28,25 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the process's subscriber: `RUST_LOG` filters (default `info`), lines go to stderr.
-pub fn init(format: LogFormat) {
+pub use batch::{Batched, LogFlush, FLUSH_BYTES, FLUSH_INTERVAL};
+
+/// Installs the process's subscriber: `RUST_LOG` filters (default `info`), lines go to stderr in batches. Hold
+/// the returned guard until the process is done: dropping it writes what is still pending.
+pub fn init(format: LogFormat) -> LogFlush {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let batched = Batched::new(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(batched.clone());
     match format {
         LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLine).init(),
         LogFormat::Text => builder.init(),
     }
+    batched.flush_before_panic_messages();
+    // Without the timer thread every line would still go out, only later (at a warning, a full batch or
+    // exit); say so once rather than fail to serve.
+    if let Err(e) = batched.flush_every(FLUSH_INTERVAL) {
+        tracing::warn!(error = %e, "no log flush thread; info lines reach stderr only with the next warning");
+    }
+    LogFlush::new(batched)
 }
 
 /// Formats an event as one JSON object (see the module documentation for the shape).
