@@ -106,19 +106,17 @@ fn main() {
                 }
                 drop(server);
                 assert_eq!(run.errors, 0, "{name}: failed requests");
-                let best = match kind {
-                    Kind::StandIn(StandIn::Floor) => &mut floor_best,
-                    Kind::Webhook => &mut hook_best,
-                    Kind::StandIn(_) => &mut None,
-                };
-                if best.as_ref().is_none_or(|b| b.rps < run.rps) {
-                    *best = Some(run.clone());
-                }
                 match kind {
-                    Kind::StandIn(StandIn::Floor) => paired_floor = run.rps,
+                    Kind::StandIn(StandIn::Floor) => {
+                        paired_floor = run.rps;
+                        keep_faster(&mut floor_best, &run);
+                    }
                     Kind::StandIn(StandIn::Validate) => ceilings[0].push(run.rps / paired_floor),
                     Kind::StandIn(StandIn::Facts) => ceilings[1].push(run.rps / paired_floor),
-                    Kind::Webhook => ratios.push(run.rps / paired_floor),
+                    Kind::Webhook => {
+                        ratios.push(run.rps / paired_floor);
+                        keep_faster(&mut hook_best, &run);
+                    }
                 }
             }
         }
@@ -163,6 +161,13 @@ fn main() {
             percentile(&fixed.late, 99.9),
             stolen.percent()
         );
+    }
+}
+
+/// Keeps the faster of `best` and `run`: the table shows each server's best run.
+fn keep_faster(best: &mut Option<Run>, run: &Run) {
+    if best.as_ref().is_none_or(|b| b.rps < run.rps) {
+        *best = Some(run.clone());
     }
 }
 

@@ -9,6 +9,8 @@
 
 mod batch;
 
+pub use batch::LogFlush;
+
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,14 +23,14 @@ use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use batch::{Batched, FLUSH_INTERVAL};
+
 /// The shape of the log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
     Text,
 }
-
-pub use batch::{Batched, LogFlush, FLUSH_BYTES, FLUSH_INTERVAL};
 
 /// Installs the process's subscriber: `RUST_LOG` filters (default `info`), lines go to stderr in batches. Hold
 /// the returned guard until the process is done: dropping it writes what is still pending.
